@@ -1,0 +1,1 @@
+"""Shared domain types, settings, errors and ports: the bottom layer of pmkeeper."""

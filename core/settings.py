@@ -1,0 +1,161 @@
+"""Settings from `PMK_` environment variables (nested with `__`) and an optional config file."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+    YamlConfigSettingsSource,
+)
+
+
+class UnknownAssetPolicy(StrEnum):
+    """What ingest does with telemetry for an asset nobody registered."""
+
+    AUTO_REGISTER = "auto_register"
+    DEAD_LETTER = "dead_letter"
+
+
+class MqttSettings(BaseModel):
+    """Broker connection; no URL means `serve` runs the embedded broker."""
+
+    url: str | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    topic: str = "pmk/+/telemetry"
+    # Per-metric bare numbers arrive on pmk/<asset>/telemetry/<metric>.
+    metric_topic: str | None = "pmk/+/telemetry/+"
+    # Set to a group name to consume through `$share/<group>/<topic>` (scale-out).
+    shared_group: str | None = None
+    client_id: str = "pmkeeper-ingest"
+    qos: Literal[0, 1] = 1
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
+    # Receive Maximum sent to MQTT v5 brokers: how many QoS 1 messages may be unacked at once.
+    receive_maximum: int = Field(default=1000, ge=1, le=65535)
+    session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0)
+    ca_file: Path | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("mqtt://", "mqtts://")):
+            raise ValueError("broker URL must start with mqtt:// or mqtts://")
+        return value
+
+
+class InfluxSettings(BaseModel):
+    """InfluxDB connection; no URL means telemetry goes to the embedded SQLite store."""
+
+    url: str | None = None
+    token: SecretStr = SecretStr("")
+    org: str = "pmkeeper"
+    bucket: str = "telemetry"
+    measurement: str = "telemetry"
+    timeout_s: float = Field(default=10.0, gt=0)
+
+
+class DatabaseSettings(BaseModel):
+    """Relational store; no URL means a SQLite file in the data directory."""
+
+    url: str | None = None
+
+
+class ApiSettings(BaseModel):
+    """HTTP API address."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+
+
+class IngestSettings(BaseModel):
+    """Validation limits, batching and backpressure of the ingest role."""
+
+    unknown_assets: UnknownAssetPolicy = UnknownAssetPolicy.AUTO_REGISTER
+    max_payload_bytes: int = Field(default=256 * 1024, ge=64)
+    max_batch_items: int = Field(default=1000, ge=1)
+    max_metrics_per_reading: int = Field(default=100, ge=1)
+    # Readings stamped further than this from arrival time are refused.
+    max_future_s: int = Field(default=300, ge=0)
+    max_past_s: int = Field(default=30 * 24 * 3600, ge=0)
+    deadletter_payload_bytes: int = Field(default=4096, ge=0)
+    # Bounded hand-off queue between paho's thread and the writer, in messages.
+    queue_size: int = Field(default=20000, ge=1)
+    # A write batch flushes at this many points or after this long, whichever first.
+    batch_points: int = Field(default=5000, ge=1)
+    flush_interval_ms: int = Field(default=50, ge=1)
+    retry_initial_s: float = Field(default=0.2, gt=0)
+    retry_max_s: float = Field(default=10.0, gt=0)
+    # Port of the standalone `pmkeeper ingest` /metrics endpoint; 0 disables it.
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+
+
+class Settings(BaseSettings):
+    """Everything pmkeeper can be configured with."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PMK_", env_nested_delimiter="__", extra="ignore", case_sensitive=False
+    )
+
+    data_dir: Path = Path("./data")
+    log_level: str = "INFO"
+    log_format: Literal["json", "text"] = "json"
+    mqtt: MqttSettings = MqttSettings()
+    influx: InfluxSettings = InfluxSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    api: ApiSettings = ApiSettings()
+    ingest: IngestSettings = IngestSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment beats the config file, as operators expect from twelve-factor apps.
+        return (init_settings, env_settings, *_file_sources(settings_cls))
+
+    @property
+    def database_url(self) -> str:
+        """Return the SQLAlchemy URL, defaulting to a SQLite file in the data directory."""
+        return self.database.url or f"sqlite:///{self.data_dir / 'pmkeeper.db'}"
+
+    @property
+    def telemetry_sqlite_path(self) -> Path:
+        """Return where the embedded telemetry store keeps its file."""
+        return self.data_dir / "telemetry.db"
+
+
+_config_file: Path | None = None
+
+
+def _file_sources(settings_cls: type[BaseSettings]) -> list[PydanticBaseSettingsSource]:
+    path = _config_file
+    if path is None:
+        return []
+    if path.suffix in {".yaml", ".yml"}:
+        return [YamlConfigSettingsSource(settings_cls, yaml_file=path)]
+    if path.suffix == ".toml":
+        return [TomlConfigSettingsSource(settings_cls, toml_file=path)]
+    raise ValueError(f"config file must be .yaml, .yml or .toml, not {path.name}")
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build settings from the environment, then `config_file` (YAML or TOML), then defaults."""
+    global _config_file  # noqa: PLW0603 - pydantic-settings reads sources from a classmethod
+    if config_file is not None and not config_file.is_file():
+        raise FileNotFoundError(f"config file not found: {config_file}")
+    _config_file = config_file
+    try:
+        return Settings(**overrides)
+    finally:
+        _config_file = None

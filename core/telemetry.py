@@ -1,0 +1,51 @@
+"""Telemetry value types shared by ingest, the stores and the API."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One metric value of one asset at the device's event time.
+
+    `ts_ms` is epoch milliseconds (UTC). It is an int rather than a datetime because
+    ingest builds hundreds of thousands of these a second.
+    """
+
+    asset_id: str
+    metric: str
+    ts_ms: int
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetryPoint:
+    """A stored value read back from a telemetry store."""
+
+    at: datetime
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetryBucket:
+    """Aggregates of one metric over one interval starting at `start_at`."""
+
+    start_at: datetime
+    mean: float
+    min: float
+    max: float
+    count: int
+
+
+def ms_to_datetime(ts_ms: int) -> datetime:
+    """Convert epoch milliseconds to an aware UTC datetime."""
+    return datetime.fromtimestamp(ts_ms / 1000, tz=UTC)
+
+
+def datetime_to_ms(at: datetime) -> int:
+    """Convert an aware datetime to epoch milliseconds."""
+    if at.tzinfo is None:
+        raise ValueError("naive datetime; pmkeeper only handles aware UTC times")
+    return int(at.timestamp() * 1000)

@@ -1,0 +1,1 @@
+"""Telemetry ingest: MQTT in, validated readings out to a telemetry store."""

@@ -1,0 +1,1 @@
+"""The composition root: builds adapters from settings and serves the `pmkeeper` command."""

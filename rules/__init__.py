@@ -1,0 +1,1 @@
+"""Pure rule evaluation: thresholds, durations, hysteresis (built in a later issue)."""

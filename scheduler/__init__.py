@@ -1,0 +1,1 @@
+"""Maintenance-plan scheduling: pure planning plus the APScheduler adapter (later issue)."""

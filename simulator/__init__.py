@@ -1,0 +1,1 @@
+"""A seeded, reproducible device fleet that publishes realistic telemetry over MQTT."""

@@ -1,0 +1,1 @@
+"""SQL persistence and telemetry stores: adapters behind the ports in core."""
