@@ -50,3 +50,9 @@ class ForbiddenError(DomainError):
     """Raise when valid credentials lack the role an action needs."""
 
     code = "forbidden"
+
+
+class StoreRejectedError(DomainError):
+    """Raise when a store refuses data for good; retrying the same write never succeeds."""
+
+    code = "store_rejected"

@@ -30,8 +30,8 @@ class MqttSettings(BaseModel):
     username: str | None = None
     password: SecretStr | None = None
     topic: str = "pmk/+/telemetry"
-    # Per-metric bare numbers arrive on pmk/<asset>/telemetry/<metric>.
-    metric_topic: str | None = "pmk/+/telemetry/+"
+    # Also subscribe to `<topic>/+`, where a bare number arrives per metric.
+    metric_topics: bool = True
     # Set to a group name to consume through `$share/<group>/<topic>` (scale-out).
     shared_group: str | None = None
     client_id: str = "pmkeeper-ingest"

@@ -1,0 +1,34 @@
+"""Routes of refused input: `/api/v1/deadletters`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from api.dependencies import Services, Viewer
+from api.schemas import DeadLetterListRead, DeadLetterRead
+
+router = APIRouter(prefix="/deadletters", tags=["dead letters"])
+
+MAX_PAGE = 500
+
+
+@router.get("")
+def list_dead_letters(
+    services: Services,
+    _caller: Viewer,
+    asset_id: Annotated[str | None, Query(max_length=128)] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+    cursor: Annotated[
+        int | None, Query(ge=1, description="`next_cursor` of the previous page")
+    ] = None,
+) -> DeadLetterListRead:
+    """List dead letters newest first, optionally of one asset, a page at a time."""
+    page = services.deadletters.list(asset_id=asset_id, before_id=cursor, limit=limit + 1)
+    items = page[:limit]
+    more = len(page) > limit
+    return DeadLetterListRead(
+        items=[DeadLetterRead.from_letter(letter) for letter in items],
+        next_cursor=str(items[-1].id) if more else None,
+    )

@@ -1,0 +1,25 @@
+"""What the HTTP API needs from the rest of pmkeeper, handed in by the composition root."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry
+
+from core.auth import TokenAuthenticator
+from core.clock import Clock, SystemClock
+from core.ports import AssetRepository, DeadLetterRepository, TelemetryStore
+
+
+@dataclass
+class ApiServices:
+    """The repositories, stores and probes the API's routes use."""
+
+    assets: AssetRepository
+    deadletters: DeadLetterRepository
+    telemetry: TelemetryStore
+    tokens: TokenAuthenticator
+    metrics_registry: CollectorRegistry
+    readiness_checks: dict[str, Callable[[], bool]] = field(default_factory=dict)
+    clock: Clock = field(default_factory=SystemClock)

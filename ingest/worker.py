@@ -1,0 +1,324 @@
+"""The ingest writer: drain the hand-off queue, validate, store durably, then acknowledge."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import NamedTuple, TypeVar
+
+from core.clock import Clock
+from core.deadletters import DeadLetter
+from core.errors import StoreRejectedError, StoreUnavailableError
+from core.ports import AssetRepository, DeadLetterRepository, TelemetryStore
+from core.settings import IngestSettings, UnknownAssetPolicy
+from core.telemetry import Reading
+from ingest.metrics import IngestMetrics
+from ingest.payloads import PayloadDecoder, PayloadError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class RawMessage(NamedTuple):
+    """A message as paho handed it over; `session` tells which connection must ack it."""
+
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    received_ms: int
+    session: int
+
+
+Acknowledger = Callable[[Sequence[RawMessage]], None]
+
+
+class _StoppedError(Exception):
+    """Raised out of a retry loop when the worker is stopped before the store came back."""
+
+
+@dataclass
+class _Batch:
+    """Messages taken off the queue together and what validation made of them."""
+
+    messages: list[RawMessage] = field(default_factory=list)
+    readings: list[Reading] = field(default_factory=list)
+    # Index in `readings` where each message's readings start, to split a rejected batch.
+    spans: list[tuple[int, int]] = field(default_factory=list)
+    deadletters: list[DeadLetter] = field(default_factory=list)
+
+
+class IngestWorker:
+    """Turn raw MQTT messages into stored readings and dead letters, never losing one.
+
+    paho's thread only calls `offer`, which blocks when the bounded queue is full: that is
+    the backpressure. The writer thread (`run`) acknowledges a QoS 1 message only after its
+    readings, or its dead letter, are durably stored; until then the broker keeps it.
+    """
+
+    def __init__(
+        self,
+        *,
+        decoder: PayloadDecoder,
+        store: TelemetryStore,
+        deadletters: DeadLetterRepository,
+        assets: AssetRepository,
+        settings: IngestSettings,
+        metrics: IngestMetrics,
+        clock: Clock,
+        acknowledge: Acknowledger,
+    ) -> None:
+        self._decoder = decoder
+        self._store = store
+        self._deadletters = deadletters
+        self._assets = assets
+        self._settings = settings
+        self._metrics = metrics
+        self._clock = clock
+        self.acknowledge = acknowledge
+        self._queue: queue.Queue[RawMessage] = queue.Queue(maxsize=settings.queue_size)
+        self._stop = threading.Event()
+        self._known_assets: set[str] = set()
+        self._store_down_since: float | None = None
+        metrics.track_queue(self._queue.qsize)
+
+    def offer(self, message: RawMessage) -> None:
+        """Queue a message for the writer, blocking while the queue is full (backpressure)."""
+        while True:
+            try:
+                self._queue.put(message, timeout=0.5)
+                return
+            except queue.Full:
+                if self._stop.is_set():
+                    # Not acknowledged, so a QoS 1 message comes back on the next start.
+                    return
+
+    def stop(self) -> None:
+        """Ask the writer loop to finish what is queued and return."""
+        self._stop.set()
+
+    @property
+    def queue_depth(self) -> int:
+        """Return how many messages wait for the writer."""
+        return self._queue.qsize()
+
+    def run(self) -> None:
+        """Write batches until stopped, then drain what is already queued."""
+        flush_interval_s = self._settings.flush_interval_ms / 1000
+        while not self._stop.is_set():
+            batch = self._collect(flush_interval_s)
+            if batch:
+                self._handle(batch)
+        while True:
+            batch = self._collect(0)
+            if not batch:
+                return
+            self._handle(batch)
+
+    def _collect(self, wait_s: float) -> list[RawMessage]:
+        """Take up to a batch of messages: wait for the first, then up to `wait_s` for more."""
+        messages: list[RawMessage] = []
+        get = self._queue.get_nowait
+        try:
+            messages.append(self._queue.get(timeout=0.2) if wait_s else get())
+        except queue.Empty:
+            return messages
+        deadline = time.monotonic() + wait_s
+        limit = self._settings.batch_points
+        # Count messages, not points: a batch payload can hold many readings, which
+        # `max_batch_items` bounds, so a batch stays within a few multiples of the limit.
+        while len(messages) < limit:
+            try:
+                messages.append(get())
+            except queue.Empty:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._stop.is_set():
+                    break
+                try:
+                    messages.append(self._queue.get(timeout=min(remaining, 0.005)))
+                except queue.Empty:
+                    continue
+        return messages
+
+    def _handle(self, messages: list[RawMessage]) -> None:
+        batch = self._decode(messages)
+        try:
+            self._apply_unknown_asset_policy(batch)
+            if batch.readings:
+                self._write_readings(batch)
+            if batch.deadletters:
+                self._retry(
+                    "dead-letter store", lambda: self._deadletters.add_many(batch.deadletters)
+                )
+        except _StoppedError:
+            return  # stopped while a store was down: unacknowledged, so redelivered
+        self._metrics.deadletters.inc(len(batch.deadletters))
+        for letter in batch.deadletters:
+            self._metrics.deadletter_codes.labels(code=letter.code).inc()
+            log.info(
+                "dead letter on %s: %s",
+                letter.topic,
+                letter.reason,
+                extra={"code": letter.code, "topic": letter.topic},
+            )
+        self._observe_lag(batch)
+        self._metrics.messages_received.inc(len(messages))
+        self.acknowledge(messages)
+
+    def _observe_lag(self, batch: _Batch) -> None:
+        """Record event-time-to-stored lag once per message, not per reading (hot path)."""
+        stored_ms = time.time_ns() // 1_000_000
+        observe = self._metrics.lag.observe
+        readings = batch.readings
+        for start, end in batch.spans:
+            if start != end:
+                observe(max(0, stored_ms - readings[start].ts_ms) / 1000)
+
+    def _decode(self, messages: list[RawMessage]) -> _Batch:
+        batch = _Batch(messages=messages)
+        decode = self._decoder.decode
+        readings = batch.readings
+        for message in messages:
+            try:
+                decoded = decode(message.topic, message.payload, message.received_ms)
+            except PayloadError as error:
+                batch.deadletters.append(
+                    self._deadletter(message, error.code, error.reason, error.asset_id)
+                )
+                batch.spans.append((len(readings), len(readings)))
+                continue
+            start = len(readings)
+            readings.extend(decoded)
+            batch.spans.append((start, len(readings)))
+        return batch
+
+    def _apply_unknown_asset_policy(self, batch: _Batch) -> None:
+        """Register unknown assets, or turn their messages into dead letters, per policy."""
+        seen = {reading.asset_id for reading in batch.readings}
+        unknown = seen - self._known_assets
+        if not unknown:
+            return
+        known = self._retry("asset registry", lambda: self._assets.existing_ids(unknown))
+        self._known_assets |= known
+        unknown -= known
+        if not unknown:
+            return
+        if self._settings.unknown_assets is UnknownAssetPolicy.AUTO_REGISTER:
+            now = self._clock.now()
+            created = self._retry(
+                "asset registry", lambda: self._assets.register_missing(unknown, now)
+            )
+            for asset_id in sorted(created):
+                log.info("auto-registered asset %s", asset_id, extra={"asset_id": asset_id})
+            self._known_assets |= unknown
+            return
+        self._refuse_unknown(batch, unknown)
+
+    def _refuse_unknown(self, batch: _Batch, unknown: set[str]) -> None:
+        kept: list[Reading] = []
+        spans: list[tuple[int, int]] = []
+        for message, (start, end) in zip(batch.messages, batch.spans, strict=True):
+            readings = batch.readings[start:end]
+            if readings and readings[0].asset_id in unknown:
+                asset_id = readings[0].asset_id
+                batch.deadletters.append(
+                    self._deadletter(
+                        message,
+                        "unknown_asset",
+                        f"asset {asset_id!r} is not registered and the unknown-asset policy "
+                        "is dead_letter; register it (POST /api/v1/assets) and republish",
+                        asset_id,
+                    )
+                )
+                spans.append((len(kept), len(kept)))
+                continue
+            spans.append((len(kept), len(kept) + len(readings)))
+            kept.extend(readings)
+        batch.readings, batch.spans = kept, spans
+
+    def _write_readings(self, batch: _Batch) -> None:
+        """Write the batch's readings; on a permanent refusal, dead-letter message by message."""
+        try:
+            self._retry("telemetry store", lambda: self._timed_write(batch.readings))
+            return
+        except StoreRejectedError as error:
+            log.warning("telemetry store refused a batch (%s); retrying message by message", error)
+        for message, (start, end) in zip(batch.messages, batch.spans, strict=True):
+            if start == end:
+                continue
+            readings = batch.readings[start:end]
+            try:
+                self._retry("telemetry store", partial(self._timed_write, readings))
+            except StoreRejectedError as error:
+                batch.deadletters.append(
+                    self._deadletter(
+                        message,
+                        "store_rejected",
+                        f"the telemetry store refused the readings: {error}",
+                        readings[0].asset_id,
+                    )
+                )
+
+    def _timed_write(self, readings: Sequence[Reading]) -> None:
+        started = time.perf_counter()
+        self._store.write(readings)
+        self._metrics.write_latency.observe(time.perf_counter() - started)
+        self._metrics.batch_points.observe(len(readings))
+        self._metrics.points_written.inc(len(readings))
+
+    def _retry(self, what: str, action: Callable[[], T]) -> T:
+        """Run `action` until it succeeds, backing off while the store is unavailable.
+
+        Raises _StoppedError when stopped first. Logs once when the store is lost and once when
+        it is back, not on every attempt.
+        """
+        delay = self._settings.retry_initial_s
+        while True:
+            try:
+                result = action()
+            except StoreUnavailableError as error:
+                if self._store_down_since is None:
+                    self._store_down_since = time.monotonic()
+                    self._metrics.store_up.set(0)
+                    log.error(
+                        "%s unavailable, holding %d queued messages and retrying: %s",
+                        what,
+                        self._queue.qsize(),
+                        error,
+                        extra={"event": "store_lost", "store": what},
+                    )
+                self._metrics.store_retries.inc()
+                if self._stop.wait(delay):
+                    raise _StoppedError from error
+                delay = min(delay * 2, self._settings.retry_max_s)
+                continue
+            if self._store_down_since is not None:
+                outage_s = time.monotonic() - self._store_down_since
+                self._store_down_since = None
+                self._metrics.store_up.set(1)
+                log.warning(
+                    "%s is back after %.1fs; resuming",
+                    what,
+                    outage_s,
+                    extra={"event": "store_back", "store": what, "outage_s": round(outage_s, 3)},
+                )
+            return result
+
+    def _deadletter(
+        self, message: RawMessage, code: str, reason: str, asset_id: str | None
+    ) -> DeadLetter:
+        return DeadLetter(
+            topic=message.topic,
+            payload=message.payload[: self._settings.deadletter_payload_bytes],
+            payload_size=len(message.payload),
+            code=code,
+            reason=reason,
+            received_at=self._clock.now(),
+            asset_id=asset_id,
+        )

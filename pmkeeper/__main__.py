@@ -1,0 +1,7 @@
+"""Run `python -m pmkeeper`."""
+
+import sys
+
+from pmkeeper.cli import main
+
+sys.exit(main())

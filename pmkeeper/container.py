@@ -1,0 +1,216 @@
+"""The composition root: build stores, repositories and roles from `Settings`."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import uvicorn
+from prometheus_client import CollectorRegistry, start_http_server
+from sqlalchemy import Engine, text
+
+from api.app import ApiServices, create_app
+from core.clock import Clock, SystemClock
+from core.ports import TelemetryStore
+from core.settings import Settings
+from ingest.metrics import IngestMetrics
+from ingest.mqtt import MqttSubscriber
+from ingest.payloads import PayloadDecoder
+from ingest.worker import IngestWorker
+from pmkeeper.embedded_broker import EmbeddedBroker
+from storage.db import create_engine_for, migrate
+from storage.repositories import SqlAssetRepository, SqlDeadLetterRepository, SqlTokenRepository
+from storage.telemetry_influx import InfluxTelemetryStore
+from storage.telemetry_sqlite import SqliteTelemetryStore
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_BROKER_FILE = "embedded-broker.url"
+
+
+def build_telemetry_store(settings: Settings) -> TelemetryStore:
+    """Return InfluxDB when configured, else the embedded SQLite store."""
+    if settings.influx.url:
+        log.info("telemetry store: InfluxDB at %s", settings.influx.url)
+        return InfluxTelemetryStore(settings.influx)
+    log.info("telemetry store: embedded SQLite at %s", settings.telemetry_sqlite_path)
+    return SqliteTelemetryStore(settings.telemetry_sqlite_path)
+
+
+def subscription_topics(settings: Settings) -> list[str]:
+    """Return the topic filters ingest subscribes to."""
+    topics = [settings.mqtt.topic]
+    if settings.mqtt.metric_topics:
+        topics.append(f"{settings.mqtt.topic}/+")
+    return topics
+
+
+@dataclass
+class Container:
+    """What every role shares: settings, clock, stores, repositories and metrics."""
+
+    settings: Settings
+    clock: Clock
+    engine: Engine
+    telemetry: TelemetryStore
+    assets: SqlAssetRepository
+    deadletters: SqlDeadLetterRepository
+    tokens: SqlTokenRepository
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    @classmethod
+    def build(cls, settings: Settings, clock: Clock | None = None) -> Container:
+        """Open the databases (migrating the relational one) and build the repositories."""
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        engine = create_engine_for(settings.database_url)
+        migrate(engine)
+        clock = clock or SystemClock()
+        return cls(
+            settings=settings,
+            clock=clock,
+            engine=engine,
+            telemetry=build_telemetry_store(settings),
+            assets=SqlAssetRepository(engine, clock),
+            deadletters=SqlDeadLetterRepository(engine),
+            tokens=SqlTokenRepository(engine),
+        )
+
+    def close(self) -> None:
+        """Release the stores' connections."""
+        self.telemetry.close()
+        self.engine.dispose()
+
+    def database_ready(self) -> bool:
+        """Tell whether the relational store answers."""
+        try:
+            with self.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+        except Exception:  # noqa: BLE001 - readiness reports, it does not raise
+            return False
+        return True
+
+
+class IngestRole:
+    """MQTT subscriber plus writer thread: the `pmkeeper ingest` role."""
+
+    def __init__(self, container: Container, broker_url: str) -> None:
+        settings = container.settings
+        mqtt_settings = settings.mqtt.model_copy(update={"url": broker_url})
+        self.metrics = IngestMetrics(container.registry)
+        decoder = PayloadDecoder(settings.ingest, settings.mqtt.topic)
+        self.worker = IngestWorker(
+            decoder=decoder,
+            store=container.telemetry,
+            deadletters=container.deadletters,
+            assets=container.assets,
+            settings=settings.ingest,
+            metrics=self.metrics,
+            clock=container.clock,
+            acknowledge=lambda messages: None,
+        )
+        self.subscriber = MqttSubscriber(
+            mqtt_settings, subscription_topics(settings), self.worker.offer, self.metrics
+        )
+        self.worker.acknowledge = self.subscriber.acknowledge
+        self._stop = threading.Event()
+        self._writer: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the writer thread, then connect to the broker."""
+        self._writer = threading.Thread(target=self.worker.run, name="ingest-writer", daemon=True)
+        self._writer.start()
+        self.subscriber.start(self._stop)
+
+    def mqtt_ready(self) -> bool:
+        """Tell whether the subscription is live."""
+        return self.subscriber.wait_connected(0)
+
+    def stop(self) -> None:
+        """Flush the writer, then stop the MQTT loop and disconnect."""
+        self._stop.set()
+        self.subscriber.unsubscribe()
+        self.worker.stop()
+        if self._writer is not None:
+            self._writer.join(timeout=30)
+        self.subscriber.stop()
+
+
+class ApiRole:
+    """uvicorn serving the FastAPI app on its own thread."""
+
+    def __init__(self, container: Container, readiness: dict[str, Callable[[], bool]]) -> None:
+        settings = container.settings
+        services = ApiServices(
+            assets=container.assets,
+            deadletters=container.deadletters,
+            telemetry=container.telemetry,
+            tokens=container.tokens,
+            metrics_registry=container.registry,
+            readiness_checks=readiness,
+            clock=container.clock,
+        )
+        config = uvicorn.Config(
+            create_app(services),
+            host=settings.api.host,
+            port=settings.api.port,
+            log_config=None,
+            access_log=False,
+        )
+        self.server = uvicorn.Server(config)
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Serve HTTP on a background thread."""
+        self._thread = threading.Thread(target=self.server.run, name="api", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Ask uvicorn to finish in-flight requests and exit."""
+        self.server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=15)
+
+
+def run_roles(
+    settings: Settings, *, api: bool, ingest: bool, stop: threading.Event, embedded_broker: bool
+) -> None:
+    """Start the chosen roles, block until `stop` is set, then tear down in reverse order."""
+    with contextlib.ExitStack() as teardown:
+        container = Container.build(settings)
+        teardown.callback(container.close)
+        readiness: dict[str, Callable[[], bool]] = {
+            "database": container.database_ready,
+            "telemetry_store": container.telemetry.ping,
+        }
+        if ingest:
+            broker_url = settings.mqtt.url
+            if broker_url is None:
+                if not embedded_broker:
+                    raise SystemExit("no broker configured: set PMK_MQTT__URL")
+                broker = EmbeddedBroker()
+                broker.start()
+                teardown.callback(broker.stop)
+                broker_url = broker.url
+                url_file = settings.data_dir / EMBEDDED_BROKER_FILE
+                url_file.write_text(broker_url + "\n")
+                teardown.callback(url_file.unlink, missing_ok=True)
+            role = IngestRole(container, broker_url)
+            role.start()
+            teardown.callback(role.stop)
+            readiness["mqtt"] = role.mqtt_ready
+        if api:
+            api_role = ApiRole(container, readiness)
+            api_role.start()
+            teardown.callback(api_role.stop)
+            log.info("API on http://%s:%s", settings.api.host, settings.api.port)
+        elif ingest and settings.ingest.metrics_port:
+            server, _thread = start_http_server(
+                settings.ingest.metrics_port, addr=settings.api.host, registry=container.registry
+            )
+            teardown.callback(server.shutdown)
+        log.info("pmkeeper running (api=%s, ingest=%s)", api, ingest)
+        stop.wait()
+        log.info("pmkeeper stopping")
