@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import sys
 import threading
 import time
@@ -67,10 +68,10 @@ def main() -> int:
     client.loop_start()
     started = time.perf_counter()
     if args.register:
-        subscribed.wait(10)
+        ok = subscribed.wait(10)
         client.disconnect()
         client.loop_stop()
-        return 0
+        return 0 if ok else 1
     done.wait(args.timeout)
     client.disconnect()
     client.loop_stop()
@@ -82,6 +83,8 @@ def main() -> int:
                 "received": state["count"],
                 "drain_s": drain_s,
                 "since_start_s": (last - started) if last is not None else None,
+                # Linux reports ru_maxrss in KiB: the peak RSS of this process.
+                "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
             }
         )
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, NoReturn
 
@@ -235,10 +236,12 @@ class PayloadDecoder:
             ) from None
         except json.JSONDecodeError as exc:
             raise PayloadError("bad_json", _bad_json_reason(text, exc), asset_id) from None
-        except ValueError as exc:
-            # Python refuses to convert integers with more than 4300 digits.
+        except ValueError:
+            # The only other ValueError: Python refuses integers longer than 4300 digits.
             raise PayloadError(
-                "bad_value", f"payload has an unusable number: {exc}", asset_id
+                "bad_value",
+                f"payload has an integer longer than {sys.get_int_max_str_digits()} digits",
+                asset_id,
             ) from None
 
     def _bare_number(self, doc: Any, topic: str, asset_id: str) -> float:
@@ -247,7 +250,9 @@ class PayloadDecoder:
             if math.isfinite(doc):
                 return float(doc)
             raise PayloadError(
-                "non_finite", f"payload {_show(doc)} is out of the float range", asset_id
+                "non_finite",
+                "payload is a number out of the float range (it parses as infinity)",
+                asset_id,
             )
         if kind is int:
             return _int_value(doc, "payload", asset_id)

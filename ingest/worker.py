@@ -211,11 +211,7 @@ class IngestWorker:
             return
         if self._settings.unknown_assets is UnknownAssetPolicy.AUTO_REGISTER:
             now = self._clock.now()
-            created = self._retry(
-                "asset registry", lambda: self._assets.register_missing(unknown, now)
-            )
-            for asset_id in sorted(created):
-                log.info("auto-registered asset %s", asset_id, extra={"asset_id": asset_id})
+            self._retry("asset registry", lambda: self._assets.register_missing(unknown, now))
             self._known_assets |= unknown
             return
         self._refuse_unknown(batch, unknown)

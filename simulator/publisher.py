@@ -8,6 +8,7 @@ import math
 import os
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -242,7 +243,7 @@ class TelemetryPublisher:
         self._fleet = fleet
         self._address = address
         self._plan = plan
-        self._client_id = client_id or f"pmkeeper-sim-{os.getpid()}-{fleet.config.seed}"
+        self._client_id = client_id or f"pmkeeper-sim-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._stop = stop_event or threading.Event()
         self._wall_clock = wall_clock
         self._monotonic = monotonic
@@ -479,7 +480,8 @@ def run_simulation(
         assets=assets, seed=seed, sites=tuple(sites), scenarios=dict(scenarios or {})
     )
     start_ms = int(time.time() * 1000)
-    fleet = Fleet(config, start_ms)
+    # The fleet starts one publish interval early, so the first batches are full.
+    fleet = Fleet(config, start_ms - math.ceil(1000 / rate))
     publisher = TelemetryPublisher(fleet, address, plan, stop_event=stop)
     return publisher.run(start_wall_ms=start_ms)
 

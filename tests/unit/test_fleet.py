@@ -10,7 +10,14 @@ from datetime import timedelta
 
 import pytest
 
-from simulator.fleet import Fleet, FleetConfig, Sample, Scenario, parse_scenario_assignments
+from simulator.fleet import (
+    Fleet,
+    FleetConfig,
+    Sample,
+    Scenario,
+    ScenarioKind,
+    parse_scenario_assignments,
+)
 from simulator.publisher import BrokerAddress, PublishPlan, encode_payload
 
 # 2026-11-22T07:00:00Z, the frozen start of every fleet here.
@@ -253,8 +260,8 @@ def test_sampling_before_the_start_is_refused() -> None:
         ("overheating:500ms", "overheating", timedelta(milliseconds=500)),
     ],
 )
-def test_scenario_specs_parse(spec: str, kind: str, ramp: timedelta) -> None:
-    assert Scenario.parse(spec) == Scenario(kind=kind, ramp=ramp)  # type: ignore[arg-type]
+def test_scenario_specs_parse(spec: str, kind: ScenarioKind, ramp: timedelta) -> None:
+    assert Scenario.parse(spec) == Scenario(kind=kind, ramp=ramp)
 
 
 @pytest.mark.parametrize(
@@ -353,24 +360,25 @@ def test_plan_puts_the_asset_id_in_the_topic() -> None:
     assert PublishPlan(topic="a/b/+/data").topic_for("x") == "a/b/x/data"
 
 
+BAD_PLANS: list[tuple[dict[str, object], str]] = [
+    ({"rate_per_asset": 0}, "positive number"),
+    ({"rate_per_asset": float("inf")}, "positive number"),
+    ({"rate_per_asset": float("nan")}, "positive number"),
+    ({"qos": 2}, "qos must be 0 or 1"),
+    ({"batch": 0}, "batch must be at least 1"),
+    ({"duration_s": 0}, "duration_s must be positive"),
+    ({"count": -1}, "count must not be negative"),
+    ({"ts_format": "seconds"}, "ts_format"),
+    ({"topic": "pmk/telemetry"}, "needs a '\\+' level"),
+    ({"topic": "pmk/+/#"}, "no '#'"),
+    ({"window": 0}, "window must be at least 1"),
+]
+
+
 @pytest.mark.parametrize(
     ("changes", "message"),
-    [
-        ({"rate_per_asset": 0}, "positive number"),
-        ({"rate_per_asset": float("inf")}, "positive number"),
-        ({"rate_per_asset": float("nan")}, "positive number"),
-        ({"qos": 2}, "qos must be 0 or 1"),
-        ({"batch": 0}, "batch must be at least 1"),
-        ({"duration_s": 0}, "duration_s must be positive"),
-        ({"count": -1}, "count must not be negative"),
-        ({"ts_format": "seconds"}, "ts_format"),
-        ({"topic": "pmk/telemetry"}, "needs a '\\+' level"),
-        ({"topic": "pmk/+/#"}, "no '#'"),
-        ({"window": 0}, "window must be at least 1"),
-    ],
-    ids=lambda value: (
-        "-".join(f"{k}={v}" for k, v in value.items()) if isinstance(value, dict) else ""
-    ),
+    BAD_PLANS,
+    ids=["-".join(f"{k}={v}" for k, v in changes.items()) for changes, _ in BAD_PLANS],
 )
 def test_plan_refuses_bad_settings(changes: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
