@@ -36,7 +36,7 @@ def main() -> int:
 
     done = threading.Event()
     subscribed = threading.Event()
-    state: dict[str, Any] = {"count": 0, "first": None, "last": None}
+    state: dict[str, Any] = {"count": 0, "first": None, "last": None, "cpu_first": 0.0}
 
     def on_connect(client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
         client.subscribe(args.topic, qos=args.qos)
@@ -48,6 +48,7 @@ def main() -> int:
         now = time.perf_counter()
         if state["first"] is None:
             state["first"] = now
+            state["cpu_first"] = time.process_time()
         state["count"] += 1
         state["last"] = now
         if state["count"] >= args.expect:
@@ -83,6 +84,8 @@ def main() -> int:
                 "received": state["count"],
                 "drain_s": drain_s,
                 "since_start_s": (last - started) if last is not None else None,
+                # CPU seconds of the whole process (both threads) since the first message.
+                "cpu_s": time.process_time() - state["cpu_first"],
                 # Linux reports ru_maxrss in KiB: the peak RSS of this process.
                 "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
             }

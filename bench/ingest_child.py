@@ -98,7 +98,7 @@ class IngestChild:
     def metrics(self) -> dict[str, float]:
         """Scrape /metrics."""
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
-        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback http
+        with urllib.request.urlopen(url, timeout=5) as response:
             return parse_metrics(response.read().decode())
 
     def wait_subscribed(self, timeout_s: float = 60.0) -> None:

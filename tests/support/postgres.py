@@ -123,3 +123,9 @@ def database_engine(database_url: str) -> Iterator[Engine]:
         yield engine
     finally:
         engine.dispose()
+
+
+@pytest.fixture
+def postgres_url(pg_url: str) -> str:
+    """Return the URL of an empty PostgreSQL schema of its own, for one test."""
+    return _fresh_postgres_schema(pg_url)

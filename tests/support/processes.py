@@ -23,7 +23,9 @@ class PmkeeperProcess:
     def __init__(self, command: list[str], env: dict[str, str], workdir: Path) -> None:
         self.command = command
         self.workdir = workdir
-        self.metrics_port = free_port()
+        # `serve` and `api` expose /metrics on the API port; `ingest` on a port of its own.
+        api_port = env.get("PMK_API__PORT")
+        self.metrics_port = int(api_port) if api_port and command[0] != "ingest" else free_port()
         self.env = {
             **os.environ,
             "PMK_DATA_DIR": str(workdir / "data"),

@@ -1,0 +1,984 @@
+"""Benchmark ingest: real mosquitto -> `pmkeeper ingest` -> real influxd, against a bare subscriber.
+
+Run `python -m bench.ingest_throughput` (what `make bench` does). Everything runs on
+127.0.0.1 in a temporary directory: a private mosquitto, a private influxd with the
+/api/v2/write proxy in front, and the children below. All of it is torn down at the end.
+
+Throughput uses the backlog-drain method, which keeps the publisher's CPU out of the
+figure on a small machine: each consumer first registers a persistent session and
+leaves, the publisher loads N messages into the broker, then each consumer in turn
+reconnects and drains its copy. The bare paho subscriber (bench/bare_subscriber.py) and
+`pmkeeper ingest` drain the same backlog, one after the other, so their ratio comes from
+the same run. Every point pmkeeper reports written is counted back in influxd.
+
+Latency is a live, paced run at half the sustained QoS 1 rate; it is read from the
+ingest's `pmkeeper_ingest_lag_seconds` histogram (publish time stamped in each reading to
+durable write).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import importlib.metadata
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from bench.broker import BenchBroker
+from bench.histogram import cumulative_buckets, quantile, subtract
+from bench.hotspots import HotspotReport, summarize_raw_profile
+from bench.ingest_child import (
+    REPO_ROOT,
+    IngestChild,
+    clean_environment,
+    cpu_seconds,
+    peak_rss_kib,
+    sleep_until,
+)
+from core.settings import IngestSettings, MqttSettings
+from tests.support.influx import InfluxServer
+
+POLL_INTERVAL_S = 0.05
+ASSETS = 100
+LATENCY_ASSETS = 1000
+MEASUREMENT = "telemetry"
+METRIC = "temperature_c"
+RESULTS_DIR = REPO_ROOT / "bench" / "results"
+
+TARGET_QOS0_MSG_PER_S = 20_000
+TARGET_RATIO = 0.60
+TARGET_POINTS_PER_S = 100_000
+
+
+class BenchError(RuntimeError):
+    """The benchmark could not measure what it set out to, or data went missing."""
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """Messages loaded into the broker for one run, which each consumer drains."""
+
+    qos: int
+    readings: int
+    run: int
+    messages: int
+    publish_msg_per_s: float
+
+
+@dataclass
+class Drain:
+    """One consumer draining one backlog."""
+
+    consumer: str
+    qos: int
+    readings: int
+    run: int
+    messages: int
+    points: int
+    seconds: float
+    msg_per_s: float
+    points_per_s: float
+    peak_rss_kib: int
+    publish_msg_per_s: float
+    # CPU used by each process during the drain, as a share of one core.
+    cpu_share: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Summary:
+    """Medians (and extremes) of the runs of one consumer and configuration."""
+
+    consumer: str
+    qos: int
+    readings: int
+    runs: int
+    median_msg_per_s: float
+    min_msg_per_s: float
+    max_msg_per_s: float
+    median_points_per_s: float
+    peak_rss_kib: int
+    ratio_to_bare: float | None
+    median_cpu_share: dict[str, float]
+
+
+@dataclass
+class Latency:
+    """Publish-to-stored latency of a paced live run, from the ingest's lag histogram."""
+
+    qos: int
+    readings: int
+    tcp_nodelay: bool
+    target_msg_per_s: float
+    achieved_msg_per_s: float
+    messages: int
+    p50_ms: float
+    p50_bucket_ms: tuple[float, float]
+    p99_ms: float
+    p99_bucket_ms: tuple[float, float]
+    write_p50_ms: float
+    write_p99_ms: float
+    peak_rss_kib: int
+
+
+@dataclass
+class Target:
+    """One of the issue's targets and whether the medians meet it."""
+
+    name: str
+    required: float
+    measured: float | None
+    met: bool | None
+    note: str = ""
+
+
+@dataclass
+class Bench:
+    """What every run shares: the services, the temp dir, the options."""
+
+    root: Path
+    broker: BenchBroker
+    influx: InfluxServer
+    args: argparse.Namespace
+    ingest_env: dict[str, str]
+    profile_dir: Path | None = None
+    hotspots: list[HotspotReport] = field(default_factory=list)
+
+
+# --- children -------------------------------------------------------------------------
+
+
+def _bench_module(module: str, *arguments: str, timeout_s: float) -> str:
+    """Run `python -m bench.<module>` to completion and return its stdout; raise on failure."""
+    try:
+        completed = subprocess.run(
+            [sys.executable, "-m", f"bench.{module}", *arguments],
+            cwd=REPO_ROOT,
+            env=clean_environment(),
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise BenchError(f"bench.{module} {' '.join(arguments)} took over {timeout_s}s") from exc
+    if completed.returncode != 0:
+        raise BenchError(
+            f"bench.{module} {' '.join(arguments)} exited {completed.returncode}:\n"
+            f"{completed.stdout}\n{completed.stderr}"
+        )
+    return completed.stdout
+
+
+def _last_json(output: str) -> dict[str, Any]:
+    lines = [line for line in output.splitlines() if line.startswith("{")]
+    if not lines:
+        raise BenchError(f"no JSON line in {output!r}")
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
+def publish(
+    bench: Bench,
+    *,
+    broker: BenchBroker,
+    messages: int,
+    readings: int,
+    qos: int,
+    assets: int,
+    rate: float = 0.0,
+    base_ts_ms: int = 0,
+) -> dict[str, Any]:
+    """Run bench/publisher.py to completion; return its JSON report."""
+    arguments = [
+        "--port",
+        str(broker.port),
+        "--messages",
+        str(messages),
+        "--readings",
+        str(readings),
+        "--qos",
+        str(qos),
+        "--assets",
+        str(assets),
+        "--rate",
+        str(rate),
+    ]
+    if base_ts_ms:
+        arguments += ["--base-ts", str(base_ts_ms)]
+    expected_s = messages / rate if rate else messages / 2_000
+    return _last_json(_bench_module("publisher", *arguments, timeout_s=60 + 3 * expected_s))
+
+
+def bare(
+    broker: BenchBroker, qos: int, client_id: str, *, expect: int = 0, timeout_s: float = 30
+) -> dict[str, Any]:
+    """Register (expect=0) or drain with bench/bare_subscriber.py; return its JSON report."""
+    arguments = [
+        "--port",
+        str(broker.port),
+        "--qos",
+        str(qos),
+        "--client-id",
+        client_id,
+        "--receive-maximum",
+        str(MqttSettings().receive_maximum),
+    ]
+    if not expect:
+        _bench_module("bare_subscriber", *arguments, "--register", timeout_s=timeout_s)
+        return {}
+    arguments += ["--expect", str(expect), "--timeout", str(timeout_s)]
+    return _last_json(_bench_module("bare_subscriber", *arguments, timeout_s=timeout_s + 30))
+
+
+def ingest_child(
+    bench: Bench, broker: BenchBroker, qos: int, client_id: str, bucket: str
+) -> IngestChild:
+    """Return (not start) a `pmkeeper ingest` wired to this bench's broker and bucket."""
+    workdir = bench.root / "ingest" / client_id
+    influx = bench.influx.influx_settings(bucket)
+    env = {
+        "PMK_MQTT__URL": broker.url,
+        "PMK_MQTT__CLIENT_ID": client_id,
+        "PMK_MQTT__QOS": str(qos),
+        "PMK_INFLUX__URL": str(influx.url),
+        "PMK_INFLUX__TOKEN": influx.token.get_secret_value(),
+        "PMK_INFLUX__ORG": influx.org,
+        "PMK_INFLUX__BUCKET": bucket,
+        "PMK_DATABASE__URL": f"sqlite:///{workdir / 'pmkeeper.db'}",
+        "PMK_INGEST__UNKNOWN_ASSETS": "auto_register",
+        **bench.ingest_env,
+    }
+    return IngestChild(env, workdir, "ingest")
+
+
+@contextlib.contextmanager
+def running(child: IngestChild) -> Iterator[IngestChild]:
+    """Start the child and make sure it is gone afterwards, whatever happens."""
+    child.start()
+    try:
+        yield child
+    finally:
+        child.kill()
+
+
+@contextlib.contextmanager
+def fresh_bucket(bench: Bench, label: str) -> Iterator[str]:
+    """Create an Influx database for one run and drop it afterwards."""
+    bucket = f"bench_{label}_{uuid.uuid4().hex[:8]}"
+    bench.influx.create_database(bucket)
+    try:
+        yield bucket
+    finally:
+        if bench.influx.running:
+            bench.influx.drop_database(bucket)
+
+
+def stored_points(bench: Bench, bucket: str) -> int:
+    """Count the points of the benchmark metric in a bucket, straight from influxd."""
+    # Constants only: no outside input reaches this query.
+    query = f'SELECT count("{METRIC}") FROM "{MEASUREMENT}"'  # noqa: S608
+    rows = bench.influx.query(query, db=bucket)
+    return int(rows[0]["count"]) if rows else 0
+
+
+def _service_pids(bench: Bench, broker: BenchBroker) -> dict[str, int]:
+    # InfluxServer keeps its processes private; the bench only reads their CPU time.
+    pids = {"mosquitto": broker.pid}
+    for name, attribute in (("influxd", "_influxd"), ("influx-proxy", "_proxy")):
+        process = getattr(bench.influx, attribute, None)
+        if isinstance(process, subprocess.Popen):
+            pids[name] = process.pid
+    return pids
+
+
+# --- one drain run ----------------------------------------------------------------------
+
+
+def drain_run(bench: Bench, qos: int, readings: int, run: int, *, profile: bool) -> list[Drain]:
+    """Load one backlog into both consumers' sessions and drain it with each in turn."""
+    messages = bench.args.messages if readings == 1 else bench.args.messages_batch
+    tag = f"q{qos}r{readings}n{run}{'p' if profile else ''}-{uuid.uuid4().hex[:6]}"
+    bare_id, ingest_id = f"bench-bare-{tag}", f"bench-ingest-{tag}"
+    results: list[Drain] = []
+    with fresh_bucket(bench, f"q{qos}r{readings}") as bucket:
+        ingest = ingest_child(bench, bench.broker, qos, ingest_id, bucket)
+        # Register both persistent sessions, then leave, so the broker queues the backlog.
+        with_bare = not profile
+        if with_bare:
+            bare(bench.broker, qos, bare_id)
+        with running(ingest):
+            ingest.wait_subscribed()
+            if ingest.terminate() != 0:
+                raise BenchError(f"ingest did not stop cleanly:\n{ingest.log_tail()}")
+        # Event timestamps end a second before now: inside the validation window, unique.
+        span_ms = -(-messages // ASSETS) * readings
+        base_ts_ms = time.time_ns() // 1_000_000 - span_ms - 1_000
+        published = publish(
+            bench,
+            broker=bench.broker,
+            messages=messages,
+            readings=readings,
+            qos=qos,
+            assets=ASSETS,
+            base_ts_ms=base_ts_ms,
+        )
+        backlog = Backlog(qos, readings, run, messages, float(published["rate"]))
+        # Alternate who drains first, so slow drift of a noisy machine hits both alike.
+        order = ["bare", "pmkeeper"] if run % 2 == 0 else ["pmkeeper", "bare"]
+        for consumer in order:
+            if consumer == "bare" and with_bare:
+                results.append(_drain_bare(bench, backlog, bare_id))
+            elif consumer == "pmkeeper":
+                results.append(_drain_ingest(bench, backlog, ingest, bucket, profile=profile))
+    return results
+
+
+def _drain_bare(bench: Bench, backlog: Backlog, client_id: str) -> Drain:
+    qos, messages = backlog.qos, backlog.messages
+    broker_cpu = cpu_seconds(bench.broker.pid)
+    report = bare(bench.broker, qos, client_id, expect=messages, timeout_s=bench.args.timeout)
+    broker_cpu = cpu_seconds(bench.broker.pid) - broker_cpu
+    received = int(report["received"])
+    if received != messages:
+        raise BenchError(f"bare subscriber received {received} of {messages} messages")
+    seconds = float(report["drain_s"])
+    rate = (received - 1) / seconds
+    return Drain(
+        consumer="bare",
+        qos=qos,
+        readings=backlog.readings,
+        run=backlog.run,
+        messages=messages,
+        points=messages * backlog.readings,
+        seconds=seconds,
+        msg_per_s=rate,
+        points_per_s=rate * backlog.readings,
+        peak_rss_kib=int(report["peak_rss_kib"]),
+        publish_msg_per_s=backlog.publish_msg_per_s,
+        # The subscriber's own CPU over its drain; the broker's over the child's whole life.
+        cpu_share={
+            "bare": round(float(report["cpu_s"]) / seconds, 3),
+            "mosquitto": round(broker_cpu / seconds, 3),
+        },
+    )
+
+
+def _drain_ingest(
+    bench: Bench, backlog: Backlog, ingest: IngestChild, bucket: str, *, profile: bool
+) -> Drain:
+    qos, readings, messages = backlog.qos, backlog.readings, backlog.messages
+    points = messages * readings
+    deadline = time.monotonic() + bench.args.timeout
+    first: tuple[float, float] | None = None
+    last: tuple[float, float] | None = None
+    cpu_at_first: dict[str, float] = {}
+    profiler: subprocess.Popen[bytes] | None = None
+    profile_path: Path | None = None
+    with running(ingest):
+        pids = {"pmkeeper": ingest.pid, **_service_pids(bench, bench.broker)}
+        if profile:
+            profiler, profile_path = _start_profiler(bench, ingest.pid, qos, readings)
+        try:
+            tick = time.perf_counter()
+            while True:
+                ingest.check_alive()
+                if time.monotonic() > deadline:
+                    raise BenchError(
+                        f"pmkeeper drained {last[1] if last else 0} of {messages} messages "
+                        f"in {bench.args.timeout}s:\n{ingest.log_tail()}"
+                    )
+                before = time.perf_counter()
+                try:
+                    samples = ingest.metrics()
+                except OSError:
+                    samples = {}
+                # The counter was read somewhere inside the request; take the midpoint.
+                at = (before + time.perf_counter()) / 2
+                received = samples.get("pmkeeper_messages_received_total", 0.0)
+                if received > 0 and first is None:
+                    first = (at, received)
+                    cpu_at_first = {name: cpu_seconds(pid) for name, pid in pids.items()}
+                if received >= messages:
+                    last = (at, received)
+                    cpu_used = {
+                        name: cpu_seconds(pid) - cpu_at_first[name] for name, pid in pids.items()
+                    }
+                    break
+                last = (at, received)
+                tick += POLL_INTERVAL_S
+                sleep_until(tick)
+            rss = peak_rss_kib(ingest.pid)
+        finally:
+            if profiler is not None:
+                _stop_profiler(profiler)
+        written = samples.get("pmkeeper_points_written_total", 0.0)
+        deadletters = samples.get("pmkeeper_deadletters_total", 0.0)
+        if ingest.terminate() != 0:
+            raise BenchError(f"ingest did not stop cleanly:\n{ingest.log_tail()}")
+    assert first is not None
+    if received != messages or written != points or deadletters:
+        raise BenchError(
+            f"pmkeeper counted {received:.0f}/{messages} messages, {written:.0f}/{points} "
+            f"points and {deadletters:.0f} dead letters:\n{ingest.log_tail()}"
+        )
+    stored = stored_points(bench, bucket)
+    if stored != points:
+        raise BenchError(f"influxd holds {stored} of {points} points in {bucket}")
+    seconds = last[0] - first[0]
+    if first[1] >= messages or seconds <= 0:
+        raise BenchError(f"the drain finished within one poll; raise --messages ({messages})")
+    rate = (last[1] - first[1]) / seconds
+    if profile_path is not None:
+        bench.hotspots.append(
+            summarize_raw_profile(profile_path, f"QoS {qos}, {readings} reading(s)/message")
+        )
+    return Drain(
+        consumer="pmkeeper",
+        qos=qos,
+        readings=readings,
+        run=backlog.run,
+        messages=messages,
+        points=points,
+        seconds=seconds,
+        msg_per_s=rate,
+        points_per_s=rate * readings,
+        peak_rss_kib=rss,
+        publish_msg_per_s=backlog.publish_msg_per_s,
+        cpu_share={name: round(used / seconds, 3) for name, used in cpu_used.items()},
+    )
+
+
+def _start_profiler(
+    bench: Bench, pid: int, qos: int, readings: int
+) -> tuple[subprocess.Popen[bytes], Path]:
+    assert bench.profile_dir is not None
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    output = bench.profile_dir / f"ingest-q{qos}-r{readings}.txt"
+    process = subprocess.Popen(
+        [
+            py_spy,
+            "record",
+            "--pid",
+            str(pid),
+            "--format",
+            "raw",
+            "--threads",
+            "--rate",
+            "200",
+            "--duration",
+            str(int(bench.args.timeout)),
+            "--output",
+            str(output),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=(bench.profile_dir / "py-spy.log").open("ab"),
+        stdin=subprocess.DEVNULL,
+    )
+    return process, output
+
+
+def _stop_profiler(process: subprocess.Popen[bytes]) -> None:
+    # py-spy writes its output when interrupted, as on Ctrl-C.
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+# --- latency --------------------------------------------------------------------------
+
+
+def latency_run(bench: Bench, broker: BenchBroker, qos: int, readings: int, rate: float) -> Latency:
+    """Publish at `rate` for a while to a live ingest; read p50/p99 from its lag histogram."""
+    messages = max(1, int(rate * bench.args.latency_seconds))
+    tag = f"lat-q{qos}r{readings}{'' if broker.tcp_nodelay else 'nagle'}-{uuid.uuid4().hex[:6]}"
+    points = (LATENCY_ASSETS + messages) * readings
+    with fresh_bucket(bench, "latency") as bucket:
+        ingest = ingest_child(bench, broker, qos, f"bench-ingest-{tag}", bucket)
+        with running(ingest):
+            ingest.wait_subscribed()
+            # Warm up: one message per asset, so auto-registration is not in the figure.
+            publish(
+                bench,
+                broker=broker,
+                messages=LATENCY_ASSETS,
+                readings=readings,
+                qos=qos,
+                assets=LATENCY_ASSETS,
+            )
+            _wait_received(bench, ingest, LATENCY_ASSETS)
+            before = ingest.metrics()
+            published = publish(
+                bench,
+                broker=broker,
+                messages=messages,
+                readings=readings,
+                qos=qos,
+                assets=LATENCY_ASSETS,
+                rate=rate,
+            )
+            after = _wait_received(bench, ingest, LATENCY_ASSETS + messages)
+            rss = peak_rss_kib(ingest.pid)
+            if ingest.terminate() != 0:
+                raise BenchError(f"ingest did not stop cleanly:\n{ingest.log_tail()}")
+        written = after.get("pmkeeper_points_written_total", 0.0)
+        if written != points or after.get("pmkeeper_deadletters_total", 0.0):
+            raise BenchError(f"latency run wrote {written:.0f} of {points} points")
+        stored = stored_points(bench, bucket)
+        if stored != points:
+            raise BenchError(f"influxd holds {stored} of {points} points in {bucket}")
+    lag = subtract(
+        cumulative_buckets(after, "pmkeeper_ingest_lag_seconds"),
+        cumulative_buckets(before, "pmkeeper_ingest_lag_seconds"),
+    )
+    write = subtract(
+        cumulative_buckets(after, "pmkeeper_write_latency_seconds"),
+        cumulative_buckets(before, "pmkeeper_write_latency_seconds"),
+    )
+    p50, p99 = quantile(0.5, lag), quantile(0.99, lag)
+    return Latency(
+        qos=qos,
+        readings=readings,
+        tcp_nodelay=broker.tcp_nodelay,
+        target_msg_per_s=rate,
+        achieved_msg_per_s=float(published["rate"]),
+        messages=messages,
+        p50_ms=p50.value * 1000,
+        p50_bucket_ms=(p50.lower * 1000, p50.upper * 1000),
+        p99_ms=p99.value * 1000,
+        p99_bucket_ms=(p99.lower * 1000, p99.upper * 1000),
+        write_p50_ms=quantile(0.5, write).value * 1000,
+        write_p99_ms=quantile(0.99, write).value * 1000,
+        peak_rss_kib=rss,
+    )
+
+
+def _wait_received(bench: Bench, ingest: IngestChild, messages: int) -> dict[str, float]:
+    deadline = time.monotonic() + bench.args.timeout
+    while time.monotonic() < deadline:
+        ingest.check_alive()
+        samples = ingest.metrics()
+        if samples.get("pmkeeper_messages_received_total", 0.0) >= messages:
+            return samples
+        time.sleep(POLL_INTERVAL_S)
+    raise BenchError(f"pmkeeper did not take {messages} messages in time:\n{ingest.log_tail()}")
+
+
+# --- figures ----------------------------------------------------------------------------
+
+
+def summarize(drains: Sequence[Drain]) -> list[Summary]:
+    """Group drains by consumer and configuration; ratios are pmkeeper's median over bare's."""
+    groups: dict[tuple[str, int, int], list[Drain]] = {}
+    for drain in drains:
+        groups.setdefault((drain.consumer, drain.qos, drain.readings), []).append(drain)
+    medians = {key: statistics.median(d.msg_per_s for d in group) for key, group in groups.items()}
+    summaries = []
+    for (consumer, qos, readings), group in sorted(groups.items(), key=lambda item: item[0]):
+        bare_median = medians.get(("bare", qos, readings))
+        ratio = (
+            medians[(consumer, qos, readings)] / bare_median
+            if consumer == "pmkeeper" and bare_median
+            else None
+        )
+        names = sorted({name for d in group for name in d.cpu_share})
+        summaries.append(
+            Summary(
+                consumer=consumer,
+                qos=qos,
+                readings=readings,
+                runs=len(group),
+                median_msg_per_s=medians[(consumer, qos, readings)],
+                min_msg_per_s=min(d.msg_per_s for d in group),
+                max_msg_per_s=max(d.msg_per_s for d in group),
+                median_points_per_s=statistics.median(d.points_per_s for d in group),
+                peak_rss_kib=max(d.peak_rss_kib for d in group),
+                ratio_to_bare=ratio,
+                median_cpu_share={
+                    name: round(statistics.median(d.cpu_share.get(name, 0.0) for d in group), 2)
+                    for name in names
+                },
+            )
+        )
+    return summaries
+
+
+def judge(summaries: Sequence[Summary]) -> list[Target]:
+    """Compare the medians with the issue's targets."""
+    by_key = {(s.consumer, s.qos, s.readings): s for s in summaries}
+    targets: list[Target] = []
+
+    def add(name: str, required: float, summary: Summary | None, value: float | None) -> None:
+        measured = value if summary is not None else None
+        met = None if measured is None else measured >= required
+        targets.append(Target(name, required, measured, met))
+
+    qos0 = by_key.get(("pmkeeper", 0, 1))
+    add(
+        "QoS 0, 1 reading/message: messages/s",
+        TARGET_QOS0_MSG_PER_S,
+        qos0,
+        qos0.median_msg_per_s if qos0 else None,
+    )
+    for qos in (0, 1):
+        summary = by_key.get(("pmkeeper", qos, 1))
+        add(
+            f"QoS {qos}, 1 reading/message: ratio to the bare subscriber",
+            TARGET_RATIO,
+            summary,
+            summary.ratio_to_bare if summary else None,
+        )
+    for qos in (1, 0):
+        summary = by_key.get(("pmkeeper", qos, 10))
+        add(
+            f"QoS {qos}, 10 readings/message: points/s",
+            TARGET_POINTS_PER_S,
+            summary,
+            summary.median_points_per_s if summary else None,
+        )
+    return targets
+
+
+def machine() -> dict[str, Any]:
+    """Describe the machine and the versions measured."""
+    cpu_model = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+
+    def version(command: list[str]) -> str:
+        try:
+            completed = subprocess.run(
+                command, capture_output=True, text=True, timeout=10, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return "unknown"
+        return (completed.stdout + completed.stderr).strip().splitlines()[0]
+
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": cpu_model,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "mosquitto": version([_binary("mosquitto"), "-h"]),
+        "influxd": version([_binary("influxd"), "version"]),
+        "paho_mqtt": importlib.metadata.version("paho-mqtt"),
+        "influxdb_client": importlib.metadata.version("influxdb-client"),
+        "prometheus_client": importlib.metadata.version("prometheus-client"),
+        "load_average_at_start": os.getloadavg(),
+    }
+
+
+def ingest_settings(overrides: Mapping[str, str]) -> dict[str, Any]:
+    """Return the ingest and broker settings that shape throughput, overrides applied."""
+    defaults = IngestSettings()
+    mqtt = MqttSettings()
+    effective: dict[str, Any] = {
+        "PMK_MQTT__RECEIVE_MAXIMUM": mqtt.receive_maximum,
+        "PMK_INGEST__BATCH_POINTS": defaults.batch_points,
+        "PMK_INGEST__FLUSH_INTERVAL_MS": defaults.flush_interval_ms,
+        "PMK_INGEST__QUEUE_SIZE": defaults.queue_size,
+    }
+    effective.update(overrides)
+    return effective
+
+
+def broker_settings(broker: BenchBroker) -> dict[str, str]:
+    """Return the broker config lines that matter here, as written to mosquitto.conf."""
+    wanted = (
+        "max_inflight_messages",
+        "max_queued_messages",
+        "set_tcp_nodelay",
+        "queue_qos0_messages",
+        "autosave_interval",
+        "persistence",
+    )
+    settings: dict[str, str] = {}
+    for line in broker.conf_path.read_text().splitlines():
+        key, _, value = line.partition(" ")
+        if key in wanted:
+            settings[key] = value
+    return settings
+
+
+def _k(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def render_markdown(result: Mapping[str, Any]) -> str:
+    """Render the results as the markdown summary that goes into docs/benchmarks.md."""
+    lines = []
+    m = result["machine"]
+    lines += [
+        f"Run {result['started_at']} with `{result['command']}` ({result['wall_s']:.0f} s wall).",
+        "",
+        f"Machine: {m['nproc']} cores, {m['cpu_model']}, Linux {m['kernel']}, load average "
+        f"{', '.join(f'{x:.2f}' for x in m['load_average_at_start'])} at start. "
+        f"{m['mosquitto']}; influxd {m['influxd']}; Python {m['python']}, "
+        f"paho-mqtt {m['paho_mqtt']}, influxdb-client {m['influxdb_client']}.",
+        "",
+        "Settings: "
+        + ", ".join(f"`{k}={v}`" for k, v in result["ingest_settings"].items())
+        + "; broker "
+        + ", ".join(f"`{k} {v}`" for k, v in result["broker_settings"].items())
+        + ".",
+        "",
+        "| consumer | QoS | readings/msg | runs | msg/s median (min-max) | points/s median "
+        "| ratio to bare | peak RSS | CPU during drain (cores) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in result["summary"]:
+        ratio = "" if s["ratio_to_bare"] is None else f"{s['ratio_to_bare']:.0%}"
+        cpu = ", ".join(f"{k} {v:.2f}" for k, v in s["median_cpu_share"].items())
+        lines.append(
+            f"| {s['consumer']} | {s['qos']} | {s['readings']} | {s['runs']} "
+            f"| {_k(s['median_msg_per_s'])} ({_k(s['min_msg_per_s'])}-{_k(s['max_msg_per_s'])}) "
+            f"| {_k(s['median_points_per_s'])} | {ratio} | {s['peak_rss_kib'] / 1024:.0f} MiB "
+            f"| {cpu} |"
+        )
+    lines += ["", "| target | required | measured | met |", "|---|---|---|---|"]
+    for t in result["targets"]:
+        required = t["required"]
+        measured = t["measured"]
+        if required < 1:
+            shown_required = f"≥ {required:.0%}"
+            shown = "not measured" if measured is None else f"{measured:.0%}"
+        else:
+            shown_required = f"≥ {_k(required)}"
+            shown = "not measured" if measured is None else _k(measured)
+        met = {True: "yes", False: "**no**", None: "-"}[t["met"]]
+        if t["met"] is False and measured is not None:
+            met += f" ({measured / required:.0%} of target)"
+        lines.append(f"| {t['name']} | {shown_required} | {shown} | {met} |")
+    if result["latency"]:
+        lines += [
+            "",
+            "| latency run | rate target (achieved) msg/s | messages | p50 ms | p99 ms "
+            "| write p50 / p99 ms |",
+            "|---|---|---|---|---|---|",
+        ]
+        for lat in result["latency"]:
+            nagle = "set_tcp_nodelay true" if lat["tcp_nodelay"] else "set_tcp_nodelay false"
+            p50_lo, p50_hi = lat["p50_bucket_ms"]
+            p99_lo, p99_hi = lat["p99_bucket_ms"]
+            lines.append(
+                f"| QoS {lat['qos']}, {lat['readings']} reading(s), {nagle} "
+                f"| {_k(lat['target_msg_per_s'])} ({_k(lat['achieved_msg_per_s'])}) "
+                f"| {_k(lat['messages'])} "
+                f"| {lat['p50_ms']:.1f} (bucket {p50_lo:g}-{p50_hi:g}) "
+                f"| {lat['p99_ms']:.1f} (bucket {p99_lo:g}-{p99_hi:g}) "
+                f"| {lat['write_p50_ms']:.1f} / {lat['write_p99_ms']:.1f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def render_table(result: Mapping[str, Any]) -> str:
+    """Render a plain-text table for the terminal."""
+    rows = [
+        f"{'consumer':<9} {'QoS':>3} {'rd/msg':>6} {'runs':>4} {'msg/s med':>10} "
+        f"{'min':>9} {'max':>9} {'points/s':>10} {'vs bare':>7} {'RSS MiB':>7}"
+    ]
+    for s in result["summary"]:
+        ratio = "" if s["ratio_to_bare"] is None else f"{s['ratio_to_bare']:.0%}"
+        rows.append(
+            f"{s['consumer']:<9} {s['qos']:>3} {s['readings']:>6} {s['runs']:>4} "
+            f"{_k(s['median_msg_per_s']):>10} {_k(s['min_msg_per_s']):>9} "
+            f"{_k(s['max_msg_per_s']):>9} {_k(s['median_points_per_s']):>10} {ratio:>7} "
+            f"{s['peak_rss_kib'] / 1024:>7.0f}"
+        )
+    rows.append("")
+    for t in result["targets"]:
+        met = {True: "MET", False: "MISSED", None: "not measured"}[t["met"]]
+        rows.append(f"{met:<12} {t['name']} (required {t['required']:g}, got {t['measured']})")
+    for lat in result["latency"]:
+        rows.append(
+            f"latency QoS {lat['qos']} nodelay={lat['tcp_nodelay']} at "
+            f"{lat['achieved_msg_per_s']:.0f} msg/s: p50 {lat['p50_ms']:.1f} ms, "
+            f"p99 {lat['p99_ms']:.1f} ms"
+        )
+    return "\n".join(rows)
+
+
+# --- main -------------------------------------------------------------------------------
+
+
+def _binary(name: str) -> str:
+    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin:/usr/local/bin")
+    if path is None:
+        raise SystemExit(f"{name} is not installed (apt-get install -y mosquitto influxdb)")
+    return path
+
+
+def _raise_on_signal(signum: int, frame: FrameType | None) -> None:
+    # Turn SIGTERM into an exception so the finally blocks tear every child down.
+    raise SystemExit(128 + signum)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the benchmark's argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.ingest_throughput", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--runs", type=int, default=3, help="repetitions per configuration")
+    parser.add_argument(
+        "--messages", type=int, default=200_000, help="backlog of 1-reading messages"
+    )
+    parser.add_argument(
+        "--messages-batch", type=int, default=50_000, help="backlog of 10-reading messages"
+    )
+    parser.add_argument("--qos", type=int, nargs="+", choices=(0, 1), default=[0, 1])
+    parser.add_argument("--readings", type=int, nargs="+", default=[1, 10])
+    parser.add_argument("--latency-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--latency-rate", type=float, default=0.0, help="msg/s (default: half the QoS 1 rate)"
+    )
+    parser.add_argument("--no-latency", action="store_true")
+    parser.add_argument(
+        "--no-nagle-comparison",
+        action="store_true",
+        help="skip the QoS 1 latency run on a broker with set_tcp_nodelay false",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="after the matrix, drain once more per configuration under py-spy "
+        "(not counted in the figures) and print the hot spots",
+    )
+    parser.add_argument(
+        "--ingest-env",
+        action="append",
+        default=[],
+        metavar="PMK_NAME=VALUE",
+        help="extra setting for the ingest child (repeatable), e.g. to try a batch size",
+    )
+    parser.add_argument("--timeout", type=float, default=180.0, help="per drain, seconds")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark, print the table, write bench/results/<timestamp>.{json,md}."""
+    args = build_parser().parse_args(argv)
+    ingest_env = dict(item.split("=", 1) for item in args.ingest_env)
+    if any(not key.startswith("PMK_") for key in ingest_env):
+        raise SystemExit("--ingest-env takes PMK_NAME=VALUE")
+    if args.runs < 1 or args.messages < 1_000 or args.messages_batch < 1_000:
+        raise SystemExit("--runs must be at least 1 and backlogs at least 1000 messages")
+    signal.signal(signal.SIGTERM, _raise_on_signal)
+    started = time.monotonic()
+    started_at = dt.datetime.now(dt.UTC)
+    root = Path(tempfile.mkdtemp(prefix="pmk-bench-"))
+    drains: list[Drain] = []
+    latencies: list[Latency] = []
+    hotspots: list[HotspotReport] = []
+    mosquitto, influxd = _binary("mosquitto"), _binary("influxd")
+    result: dict[str, Any] = {
+        "started_at": started_at.isoformat(timespec="seconds"),
+        "command": " ".join(["python -m bench.ingest_throughput", *(argv or sys.argv[1:])]),
+        "machine": machine(),
+        "ingest_settings": ingest_settings(ingest_env),
+        "args": vars(args),
+    }
+    with contextlib.ExitStack() as teardown:
+        if not args.keep:
+            teardown.callback(shutil.rmtree, root, ignore_errors=True)
+        broker = BenchBroker(root / "mosquitto", binary=mosquitto)
+        teardown.callback(broker.close)
+        broker.start()
+        influx = InfluxServer(root / "influxd", binary=influxd)
+        teardown.callback(influx.close)
+        influx.start()
+        bench = Bench(root=root, broker=broker, influx=influx, args=args, ingest_env=ingest_env)
+        result["broker_settings"] = broker_settings(broker)
+        for qos in args.qos:
+            for readings in args.readings:
+                for run in range(args.runs):
+                    for drain in drain_run(bench, qos, readings, run, profile=False):
+                        drains.append(drain)
+                        print(
+                            f"{drain.consumer:<9} QoS {qos} readings {readings} run {run}: "
+                            f"{drain.msg_per_s:,.0f} msg/s, {drain.points_per_s:,.0f} points/s "
+                            f"({drain.seconds:.2f} s; published at "
+                            f"{drain.publish_msg_per_s:,.0f} msg/s; cpu {drain.cpu_share})",
+                            flush=True,
+                        )
+        summaries = summarize(drains)
+        if not args.no_latency:
+            rate = args.latency_rate or next(
+                (
+                    s.median_msg_per_s / 2
+                    for s in summaries
+                    if s.consumer == "pmkeeper" and s.qos == 1 and s.readings == 1
+                ),
+                0.0,
+            )
+            if rate:
+                for qos in sorted(args.qos, reverse=True):
+                    latencies.append(latency_run(bench, broker, qos, 1, rate))
+                    print(f"latency: {latencies[-1]}", flush=True)
+                if not args.no_nagle_comparison and 1 in args.qos:
+                    nagle = BenchBroker(
+                        root / "mosquitto-nagle", binary=mosquitto, tcp_nodelay=False
+                    )
+                    with contextlib.closing(nagle):
+                        nagle.start()
+                        latencies.append(latency_run(bench, nagle, 1, 1, rate))
+                    print(f"latency: {latencies[-1]}", flush=True)
+            else:
+                print("latency skipped: no QoS 1 single-reading rate and no --latency-rate")
+        if args.profile:
+            bench.profile_dir = root / "profiles"
+            bench.profile_dir.mkdir()
+            for qos in args.qos:
+                for readings in args.readings:
+                    drain_run(bench, qos, readings, 0, profile=True)
+            hotspots = bench.hotspots
+        result["broker_peak_rss_kib"] = peak_rss_kib(broker.pid)
+    result.update(
+        wall_s=time.monotonic() - started,
+        drains=[asdict(d) for d in drains],
+        summary=[asdict(s) for s in summaries],
+        targets=[asdict(t) for t in judge(summaries)],
+        latency=[asdict(lat) for lat in latencies],
+        hotspots=[asdict(h) for h in hotspots],
+    )
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    stamp = started_at.strftime("%Y%m%dT%H%M%SZ")
+    json_path = RESULTS_DIR / f"{stamp}.json"
+    md_path = RESULTS_DIR / f"{stamp}.md"
+    json_path.write_text(json.dumps(result, indent=2) + "\n")
+    markdown = render_markdown(result)
+    md_path.write_text(markdown)
+    print()
+    print(render_table(result))
+    for report in hotspots:
+        print()
+        print(report.render())
+    print(f"\nwrote {json_path.relative_to(REPO_ROOT)} and {md_path.relative_to(REPO_ROOT)}")
+    if args.keep:
+        print(f"kept {root}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""With a broker, InfluxDB and PostgreSQL configured, pmkeeper uses them; ingest scales out."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from core.settings import InfluxSettings
+from tests.e2e.conftest import StartIngest, influx_env
+from tests.support.binaries import free_port
+from tests.support.influx import InfluxServer
+from tests.support.mosquitto import MosquittoBroker
+from tests.support.polling import wait_until
+from tests.support.processes import PmkeeperProcess
+from tests.support.publishing import publish
+
+pytestmark = [pytest.mark.external_service]
+
+
+def test_serve_uses_the_configured_broker_influx_and_postgres(
+    tmp_path: Path,
+    mosquitto: MosquittoBroker,
+    influxd: InfluxServer,
+    influx_settings: InfluxSettings,
+    postgres_url: str,
+) -> None:
+    port = free_port()
+    serve = PmkeeperProcess(
+        ["serve"],
+        {
+            "PMK_API__PORT": str(port),
+            "PMK_MQTT__URL": mosquitto.url,
+            "PMK_MQTT__CLIENT_ID": f"serve-{uuid.uuid4().hex[:8]}",
+            "PMK_DATABASE__URL": postgres_url,
+            **influx_env(influx_settings),
+        },
+        tmp_path,
+    )
+    serve.start()
+    try:
+        serve.wait_subscribed()
+        now_ms = time.time_ns() // 1_000_000
+        payload = {"ts": now_ms, "metrics": {"temperature_c": 55.5}}
+        publish(mosquitto.url, [("pmk/pg-asset-1/telemetry", json.dumps(payload).encode())])
+
+        def influx_rows() -> list[dict[str, object]]:
+            return influxd.query("SELECT * FROM telemetry", influx_settings.bucket)
+
+        [row] = wait_until(influx_rows, what="the reading in influxd")
+        assert row["asset_id"] == "pg-asset-1"
+        assert row["temperature_c"] == 55.5
+        # The auto-registered asset is in PostgreSQL, and nothing went to embedded files.
+        dsn = postgres_url.replace("postgresql+psycopg://", "postgresql://", 1)
+        with psycopg.connect(dsn) as connection:
+            ids = [r[0] for r in connection.execute("SELECT id FROM assets").fetchall()]
+        assert ids == ["pg-asset-1"]
+        assert not (tmp_path / "data" / "telemetry.db").exists()
+        assert not (tmp_path / "data" / "pmkeeper.db").exists()
+        assert not (tmp_path / "data" / "embedded-broker.url").exists()
+        ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).json()
+        assert ready["checks"] == {"database": True, "telemetry_store": True, "mqtt": True}
+    finally:
+        assert serve.terminate() == 0
+
+
+def test_two_ingest_processes_share_one_subscription(
+    mosquitto: MosquittoBroker, influxd: InfluxServer, influx_settings: InfluxSettings,
+    start_ingest: StartIngest,
+) -> None:  # fmt: skip
+    group = f"pmk-{uuid.uuid4().hex[:6]}"
+    first = start_ingest(mosquitto.url, influx_settings, PMK_MQTT__SHARED_GROUP=group)
+    second = start_ingest(mosquitto.url, influx_settings, PMK_MQTT__SHARED_GROUP=group)
+    now_ms = time.time_ns() // 1_000_000
+    total = 400
+    publish(
+        mosquitto.url,
+        [
+            (
+                f"pmk/share-{n % 8}/telemetry",
+                b'{"ts": %d, "metrics": {"seq": %d}}' % (now_ms - n, n),
+            )
+            for n in range(total)
+        ],
+    )
+
+    def stored() -> int:
+        rows = influxd.query("SELECT count(seq) FROM telemetry", influx_settings.bucket)
+        return sum(int(r["count"]) for r in rows)
+
+    wait_until(lambda: stored() == total, what="all readings")
+    written = [p.metric("pmkeeper_points_written_total") for p in (first, second)]
+    assert sum(written) == total  # each message went to exactly one of them
+    assert all(w > 0 for w in written), f"the broker did not spread the load: {written}"
