@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -55,12 +56,28 @@ def parse_metrics(text: str) -> dict[str, float]:
 
 
 class IngestChild:
-    """One `python -m pmkeeper ingest` child with its own environment, log and metrics port."""
+    """One `python -m pmkeeper ingest` child with its own environment, log and metrics port.
 
-    def __init__(self, env: Mapping[str, str], workdir: Path, name: str) -> None:
+    `config` goes into a settings file passed with `--config`, for settings the environment
+    cannot carry (PMK_ variables override it).
+    """
+
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        workdir: Path,
+        name: str,
+        config: Mapping[str, object] | None = None,
+    ) -> None:
         self.workdir = workdir
         self.metrics_port = free_port()
         workdir.mkdir(parents=True, exist_ok=True)
+        self.arguments: list[str] = []
+        if config:
+            # JSON is YAML, and the settings loader picks its parser by the suffix.
+            config_path = workdir / f"{name}.yaml"
+            config_path.write_text(json.dumps(config))
+            self.arguments = ["--config", str(config_path)]
         self.env = {
             **clean_environment(),
             "PMK_DATA_DIR": str(workdir / "data"),
@@ -87,7 +104,7 @@ class IngestChild:
         """Start the child, appending to its log."""
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "pmkeeper", "ingest"],
+                [sys.executable, "-m", "pmkeeper", *self.arguments, "ingest"],
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

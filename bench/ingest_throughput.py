@@ -254,7 +254,6 @@ def ingest_child(
     env = {
         "PMK_MQTT__URL": broker.url,
         "PMK_MQTT__CLIENT_ID": client_id,
-        "PMK_MQTT__QOS": str(qos),
         "PMK_INFLUX__URL": str(influx.url),
         "PMK_INFLUX__TOKEN": influx.token.get_secret_value(),
         "PMK_INFLUX__ORG": influx.org,
@@ -263,7 +262,9 @@ def ingest_child(
         "PMK_INGEST__UNKNOWN_ASSETS": "auto_register",
         **bench.ingest_env,
     }
-    return IngestChild(env, workdir, "ingest")
+    # The QoS goes through a config file: PMK_MQTT__QOS=0 or =1 is refused by the settings
+    # model (a Literal[0, 1] field does not coerce the environment's string "1").
+    return IngestChild(env, workdir, "ingest", config={"mqtt": {"qos": qos}})
 
 
 @contextlib.contextmanager

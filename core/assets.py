@@ -14,7 +14,8 @@ _ASSET_ID_RE = re.compile(ASSET_ID_PATTERN)
 
 def is_valid_asset_id(value: str) -> bool:
     """Tell whether `value` can name an asset (and so an MQTT topic level)."""
-    return bool(_ASSET_ID_RE.match(value))
+    # fullmatch: with match, `$` would also accept a trailing newline.
+    return bool(_ASSET_ID_RE.fullmatch(value))
 
 
 class Criticality(StrEnum):

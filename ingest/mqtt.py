@@ -251,9 +251,15 @@ class MqttSubscriber:
             log.error("MQTT connection lost (%s); reconnecting", reason)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        try:
+            topic = message.topic
+        except UnicodeDecodeError:
+            # MQTT requires UTF-8 topics; keep the message (it becomes a dead letter for
+            # its topic) rather than let the exception end paho's network thread.
+            topic = message._topic.decode("utf-8", "replace")
         self._deliver(
             RawMessage(
-                message.topic,
+                topic,
                 cast(bytes, message.payload),  # paho hands over bytes; avoid a copy
                 message.mid,
                 message.qos,

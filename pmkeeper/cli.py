@@ -16,6 +16,7 @@ from core.auth import Role
 from core.logging import configure_logging
 from core.settings import Settings, load_settings
 from pmkeeper.container import EMBEDDED_BROKER_FILE, Container, run_roles
+from simulator.fleet import parse_scenario_assignments
 from simulator.publisher import run_simulation
 
 log = logging.getLogger(__name__)
@@ -107,25 +108,28 @@ def _default_broker_url(settings: Settings) -> str:
 
 
 def _cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
-    scenarios = dict(item.split("=", 1) for item in args.scenario)
     url = args.url or _default_broker_url(settings)
     password = settings.mqtt.password.get_secret_value() if settings.mqtt.password else None
-    log.info("simulating %d assets at %.1f msg/s on %s", args.assets, args.rate, url)
-    report = run_simulation(
-        url,
-        assets=args.assets,
-        rate=args.rate,
-        qos=1 if args.qos else 0,
-        seed=args.seed,
-        duration_s=args.duration,
-        count=args.count,
-        scenarios=scenarios,
-        topic=settings.mqtt.topic,
-        batch=args.batch,
-        username=settings.mqtt.username,
-        password=password,
-        stop=_stop_on_signals(),
-    )
+    log.info("simulating %d assets at %.1f msg/s each on %s", args.assets, args.rate, url)
+    try:
+        report = run_simulation(
+            url,
+            assets=args.assets,
+            rate=args.rate,
+            qos=1 if args.qos else 0,
+            seed=args.seed,
+            duration_s=args.duration,
+            count=args.count,
+            scenarios=parse_scenario_assignments(args.scenario),
+            topic=settings.mqtt.topic,
+            batch=args.batch,
+            username=settings.mqtt.username,
+            password=password,
+            stop=_stop_on_signals(),
+        )
+    except (ValueError, ConnectionError) as error:
+        print(f"pmkeeper simulate: {error}", file=sys.stderr)
+        return 2
     print(report.summary())
     return 0 if report.messages_failed == 0 else 1
 
@@ -145,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate = commands.add_parser("simulate", help="publish telemetry from a simulated fleet")
     simulate.add_argument("--url", help="broker URL (default: PMK_MQTT__URL or local serve)")
     simulate.add_argument("--assets", type=int, default=10)
-    simulate.add_argument("--rate", type=float, default=10.0, help="messages/s, whole fleet")
+    simulate.add_argument("--rate", type=float, default=1.0, help="messages/s per asset")
     simulate.add_argument("--batch", type=int, default=1, help="readings per message (array)")
     simulate.add_argument("--qos", type=int, choices=(0, 1), default=1)
     simulate.add_argument("--seed", type=int, default=42)

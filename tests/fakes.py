@@ -30,10 +30,13 @@ class InMemoryTelemetryStore:
         self.rejected_assets: set[str] = set()
         self._lock = threading.Lock()
 
+    def _check(self) -> None:
+        if self.down:
+            raise StoreUnavailableError("telemetry store is unreachable")
+
     def write(self, readings: Sequence[Reading]) -> None:
         """Store readings, or fail as a real store would when told to."""
-        if self.down:
-            raise StoreUnavailableError("store is down")
+        self._check()
         if any(r.asset_id in self.rejected_assets for r in readings):
             raise StoreRejectedError("field type conflict")
         with self._lock:
@@ -45,6 +48,7 @@ class InMemoryTelemetryStore:
         self, asset_id: str, metric: str, start_at: datetime, end_at: datetime, limit: int
     ) -> list[TelemetryPoint]:
         """Return points in [start_at, end_at), oldest first."""
+        self._check()
         start, end = datetime_to_ms(start_at), datetime_to_ms(end_at)
         found = sorted(
             (ts, v)
@@ -69,6 +73,7 @@ class InMemoryTelemetryStore:
 
     def latest(self, asset_id: str) -> dict[str, TelemetryPoint]:
         """Return the newest point per metric."""
+        self._check()
         newest: dict[str, tuple[int, float]] = {}
         for (a, m, ts), v in self.points.items():
             if a == asset_id and (m not in newest or ts > newest[m][0]):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,82 +19,17 @@ from api.app import ApiServices, create_app
 from core.auth import Role
 from core.clock import FrozenClock
 from core.deadletters import DeadLetter
-from core.errors import StoreUnavailableError
 from core.telemetry import (
     Reading,
-    TelemetryBucket,
-    TelemetryPoint,
     datetime_to_ms,
-    ms_to_datetime,
 )
 from storage.db import create_engine_for, migrate
 from storage.repositories import SqlAssetRepository, SqlDeadLetterRepository, SqlTokenRepository
+from tests.fakes import InMemoryTelemetryStore
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
 PROBLEM = "application/problem+json"
-
-
-class InMemoryTelemetryStore:
-    """A telemetry store in a dict keyed by (asset, metric, ts ms); a rewrite overwrites."""
-
-    def __init__(self) -> None:
-        self.points: dict[tuple[str, str, int], float] = {}
-        self.unavailable = False
-        self._lock = threading.Lock()
-
-    def _check(self) -> None:
-        if self.unavailable:
-            raise StoreUnavailableError("telemetry store is unreachable")
-
-    def write(self, readings: Sequence[Reading]) -> None:
-        """Store readings; the last value of an (asset, metric, ts) wins."""
-        self._check()
-        with self._lock:
-            for r in readings:
-                self.points[(r.asset_id, r.metric, r.ts_ms)] = r.value
-
-    def read(
-        self, asset_id: str, metric: str, start_at: datetime, end_at: datetime, limit: int
-    ) -> list[TelemetryPoint]:
-        """Return points in [start_at, end_at), oldest first."""
-        self._check()
-        start, end = datetime_to_ms(start_at), datetime_to_ms(end_at)
-        found = sorted(
-            (ts, value)
-            for (a, m, ts), value in self.points.items()
-            if a == asset_id and m == metric and start <= ts < end
-        )
-        return [TelemetryPoint(ms_to_datetime(ts), value) for ts, value in found[:limit]]
-
-    def downsample(
-        self, asset_id: str, metric: str, start_at: datetime, end_at: datetime, every: timedelta
-    ) -> list[TelemetryBucket]:
-        """Aggregate each epoch-aligned interval; empty intervals are left out."""
-        step = int(every / timedelta(milliseconds=1))
-        buckets: dict[int, list[float]] = {}
-        for point in self.read(asset_id, metric, start_at, end_at, 10**9):
-            ts = datetime_to_ms(point.at)
-            buckets.setdefault(ts - ts % step, []).append(point.value)
-        return [
-            TelemetryBucket(ms_to_datetime(k), sum(v) / len(v), min(v), max(v), len(v))
-            for k, v in sorted(buckets.items())
-        ]
-
-    def latest(self, asset_id: str) -> dict[str, TelemetryPoint]:
-        """Return the newest point of each metric."""
-        self._check()
-        newest: dict[str, tuple[int, float]] = {}
-        for (a, m, ts), value in self.points.items():
-            if a == asset_id and (m not in newest or ts > newest[m][0]):
-                newest[m] = (ts, value)
-        return {m: TelemetryPoint(ms_to_datetime(ts), v) for m, (ts, v) in newest.items()}
-
-    def ping(self) -> bool:
-        """Answer unless made unavailable."""
-        return not self.unavailable
-
-    def close(self) -> None:
-        """Nothing to release."""
 
 
 @dataclass
@@ -691,7 +625,7 @@ def test_telemetry_of_an_unknown_asset_answers_404(api: Api) -> None:
 )
 def test_an_unavailable_store_answers_503(api: Api, path: str) -> None:
     create(api)
-    api.telemetry.unavailable = True
+    api.telemetry.down = True
     response = api.client.get(f"/api/v1/assets/pump-17{path}", headers=api.as_role("viewer"))
     assert_problem(response, 503, "store_unavailable")
     assert response.headers["retry-after"] == "5"
