@@ -324,8 +324,10 @@ def drain_run(bench: Bench, qos: int, readings: int, run: int, *, profile: bool)
             bare(bench.broker, qos, bare_id)
         with running(ingest):
             ingest.wait_subscribed()
-            if ingest.terminate() != 0:
-                raise BenchError(f"ingest did not stop cleanly:\n{ingest.log_tail()}")
+            # SIGKILL, not SIGTERM: a graceful stop unsubscribes the persistent session, after
+            # which the broker queues nothing for it (reported; see docs/benchmarks.md).
+            # Nothing is in flight yet, so killing loses nothing.
+            ingest.kill()
         # Event timestamps end a second before now: inside the validation window, unique.
         span_ms = -(-messages // ASSETS) * readings
         base_ts_ms = time.time_ns() // 1_000_000 - span_ms - 1_000
