@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -38,6 +37,9 @@ class RawMessage(NamedTuple):
 
 Acknowledger = Callable[[Sequence[RawMessage]], None]
 
+# A message with what decoding made of it: its readings, or why it was refused.
+_Decoded = tuple[RawMessage, "list[Reading] | PayloadError"]
+
 
 class _StoppedError(Exception):
     """Raised out of a retry loop when the worker is stopped before the store came back."""
@@ -57,9 +59,12 @@ class _Batch:
 class IngestWorker:
     """Turn raw MQTT messages into stored readings and dead letters, never losing one.
 
-    paho's thread only calls `offer`, which blocks when the bounded queue is full: that is
-    the backpressure. The writer thread (`run`) acknowledges a QoS 1 message only after its
-    readings, or its dead letter, are durably stored; until then the broker keeps it.
+    paho's thread calls `offer`, which decodes the message (parse and hand off, no I/O)
+    and appends it to a bounded buffer; `offer` blocks while the buffer is full, which is
+    the backpressure. The writer thread (`run`) wakes once per batch, not per message, so
+    the two threads do not trade the GIL on every message. It acknowledges a QoS 1 message
+    only after its readings, or its dead letter, are durably stored; until then the
+    broker keeps it.
     """
 
     def __init__(
@@ -74,7 +79,7 @@ class IngestWorker:
         clock: Clock,
         acknowledge: Acknowledger,
     ) -> None:
-        self._decoder = decoder
+        self._decode = decoder.decode
         self._store = store
         self._deadletters = deadletters
         self._assets = assets
@@ -82,72 +87,72 @@ class IngestWorker:
         self._metrics = metrics
         self._clock = clock
         self.acknowledge = acknowledge
-        self._queue: queue.Queue[RawMessage] = queue.Queue(maxsize=settings.queue_size)
+        self._pending: list[_Decoded] = []
+        self._lock = threading.Lock()
+        self._not_full = threading.Condition(self._lock)
+        self._batch_ready = threading.Event()
         self._stop = threading.Event()
         self._known_assets: set[str] = set()
         self._store_down_since: float | None = None
-        metrics.track_queue(self._queue.qsize)
+        metrics.track_queue(lambda: len(self._pending))
 
     def offer(self, message: RawMessage) -> None:
-        """Queue a message for the writer, blocking while the queue is full (backpressure)."""
-        while True:
-            try:
-                self._queue.put(message, timeout=0.5)
-                return
-            except queue.Full:
+        """Decode a message and buffer it for the writer; block while the buffer is full."""
+        try:
+            decoded: _Decoded = (
+                message,
+                self._decode(message.topic, message.payload, message.received_ms),
+            )
+        except PayloadError as error:
+            decoded = (message, error)
+        limit = self._settings.queue_size
+        with self._lock:
+            while len(self._pending) >= limit:
                 if self._stop.is_set():
                     # Not acknowledged, so a QoS 1 message comes back on the next start.
                     return
+                self._not_full.wait(0.5)
+            self._pending.append(decoded)
+            if len(self._pending) == self._settings.batch_points:
+                self._batch_ready.set()
 
     def stop(self) -> None:
-        """Ask the writer loop to finish what is queued and return."""
+        """Ask the writer loop to finish what is buffered and return."""
         self._stop.set()
+        self._batch_ready.set()
 
     @property
     def queue_depth(self) -> int:
         """Return how many messages wait for the writer."""
-        return self._queue.qsize()
+        return len(self._pending)
 
     def run(self) -> None:
-        """Write batches until stopped, then drain what is already queued."""
+        """Write batches until stopped, then drain what is already buffered."""
         flush_interval_s = self._settings.flush_interval_ms / 1000
         while not self._stop.is_set():
-            batch = self._collect(flush_interval_s)
-            if batch:
-                self._handle(batch)
-        while True:
-            batch = self._collect(0)
-            if not batch:
-                return
-            self._handle(batch)
+            # Woken early by a full batch; otherwise flush whatever came within the interval.
+            self._batch_ready.wait(flush_interval_s)
+            self._batch_ready.clear()
+            self._flush()
+        while self._flush():
+            pass
 
-    def _collect(self, wait_s: float) -> list[RawMessage]:
-        """Take up to a batch of messages: wait for the first, then up to `wait_s` for more."""
-        messages: list[RawMessage] = []
-        get = self._queue.get_nowait
-        try:
-            messages.append(self._queue.get(timeout=0.2) if wait_s else get())
-        except queue.Empty:
-            return messages
-        deadline = time.monotonic() + wait_s
+    def _flush(self) -> bool:
+        """Handle up to one batch of buffered messages; tell whether there was any."""
         limit = self._settings.batch_points
-        # Count messages, not points: a batch payload can hold many readings, which
-        # `max_batch_items` bounds, so a batch stays within a few multiples of the limit.
-        while len(messages) < limit:
-            try:
-                messages.append(get())
-            except queue.Empty:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or self._stop.is_set():
-                    break
-                try:
-                    messages.append(self._queue.get(timeout=min(remaining, 0.005)))
-                except queue.Empty:
-                    continue
-        return messages
+        with self._lock:
+            taken = self._pending[:limit]
+            del self._pending[:limit]
+            more = len(self._pending) >= limit
+            self._not_full.notify_all()
+        if more:
+            self._batch_ready.set()
+        if taken:
+            self._handle(taken)
+        return bool(taken)
 
-    def _handle(self, messages: list[RawMessage]) -> None:
-        batch = self._decode(messages)
+    def _handle(self, items: list[_Decoded]) -> None:
+        batch = self._assemble(items)
         try:
             self._apply_unknown_asset_policy(batch)
             if batch.readings:
@@ -168,8 +173,8 @@ class IngestWorker:
                 extra={"code": letter.code, "topic": letter.topic},
             )
         self._observe_lag(batch)
-        self._metrics.messages_received.inc(len(messages))
-        self.acknowledge(messages)
+        self._metrics.messages_received.inc(len(batch.messages))
+        self.acknowledge(batch.messages)
 
     def _observe_lag(self, batch: _Batch) -> None:
         """Record event-time-to-stored lag once per message, not per reading (hot path)."""
@@ -180,22 +185,19 @@ class IngestWorker:
             if start != end:
                 observe(max(0, stored_ms - readings[start].ts_ms) / 1000)
 
-    def _decode(self, messages: list[RawMessage]) -> _Batch:
-        batch = _Batch(messages=messages)
-        decode = self._decoder.decode
-        readings = batch.readings
-        for message in messages:
-            try:
-                decoded = decode(message.topic, message.payload, message.received_ms)
-            except PayloadError as error:
-                batch.deadletters.append(
-                    self._deadletter(message, error.code, error.reason, error.asset_id)
-                )
-                batch.spans.append((len(readings), len(readings)))
-                continue
+    def _assemble(self, items: list[_Decoded]) -> _Batch:
+        batch = _Batch()
+        messages, readings, spans = batch.messages, batch.readings, batch.spans
+        for message, decoded in items:
+            messages.append(message)
             start = len(readings)
-            readings.extend(decoded)
-            batch.spans.append((start, len(readings)))
+            if isinstance(decoded, PayloadError):
+                batch.deadletters.append(
+                    self._deadletter(message, decoded.code, decoded.reason, decoded.asset_id)
+                )
+            else:
+                readings.extend(decoded)
+            spans.append((start, len(readings)))
         return batch
 
     def _apply_unknown_asset_policy(self, batch: _Batch) -> None:
@@ -285,7 +287,7 @@ class IngestWorker:
                     log.error(
                         "%s unavailable, holding %d queued messages and retrying: %s",
                         what,
-                        self._queue.qsize(),
+                        len(self._pending),
                         error,
                         extra={"event": "store_lost", "store": what},
                     )
