@@ -26,7 +26,7 @@ class HotspotReport:
 
     def render(self) -> str:
         """Return the report as text for the terminal."""
-        lines = [f"hot spots, pmkeeper ingest, {self.label}: {self.samples} samples"]
+        lines = [f"hot spots, {self.label}: {self.samples} samples holding the GIL"]
         lines += [f"  thread {name}: {n / self.samples:.0%}" for name, n in self.threads.items()]
         lines.append("  self time:")
         lines += [f"    {share:6.1%}  {name}" for name, share in self.self_time]

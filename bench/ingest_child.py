@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -35,6 +36,25 @@ def cpu_seconds(pid: int) -> float:
     # The command name may hold spaces; fields after its closing parenthesis are fixed.
     fields = stat.rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+@dataclass(frozen=True)
+class MachineCpu:
+    """CPU seconds the whole machine spent busy, and lost to the hypervisor (steal)."""
+
+    busy_s: float
+    steal_s: float
+
+    def __sub__(self, other: MachineCpu) -> MachineCpu:
+        return MachineCpu(self.busy_s - other.busy_s, self.steal_s - other.steal_s)
+
+
+def machine_cpu() -> MachineCpu:
+    """Read the machine-wide CPU counters from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    busy = user + nice + system + irq + softirq
+    return MachineCpu(busy / _CLOCK_TICKS, steal / _CLOCK_TICKS)
 
 
 def peak_rss_kib(pid: int) -> int:

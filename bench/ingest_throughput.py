@@ -47,6 +47,7 @@ from bench.ingest_child import (
     IngestChild,
     clean_environment,
     cpu_seconds,
+    machine_cpu,
     peak_rss_kib,
     sleep_until,
 )
@@ -202,30 +203,68 @@ def publish(
     assets: int,
     rate: float = 0.0,
     base_ts_ms: int = 0,
+    processes: int = 1,
 ) -> dict[str, Any]:
-    """Run bench/publisher.py to completion; return its JSON report."""
-    arguments = [
-        "--port",
-        str(broker.port),
-        "--messages",
-        str(messages),
-        "--readings",
-        str(readings),
-        "--qos",
-        str(qos),
-        "--assets",
-        str(assets),
-        "--rate",
-        str(rate),
-    ]
-    if base_ts_ms:
-        arguments += ["--base-ts", str(base_ts_ms)]
+    """Run bench/publisher.py (in parallel on disjoint assets); return rate and duration."""
     expected_s = messages / rate if rate else messages / 2_000
-    return _last_json(_bench_module("publisher", *arguments, timeout_s=60 + 3 * expected_s))
+    timeout_s = 60 + 3 * expected_s
+    children = []
+    for index in range(processes):
+        arguments = [
+            "--port",
+            str(broker.port),
+            "--messages",
+            str(messages // processes + (index < messages % processes)),
+            "--readings",
+            str(readings),
+            "--qos",
+            str(qos),
+            "--assets",
+            str(assets // processes),
+            "--asset-offset",
+            str(index * (assets // processes)),
+            "--rate",
+            str(rate / processes),
+        ]
+        if base_ts_ms:
+            arguments += ["--base-ts", str(base_ts_ms)]
+        children.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "bench.publisher", *arguments],
+                cwd=REPO_ROOT,
+                env=clean_environment(),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    reports = []
+    try:
+        for child in children:
+            stdout, stderr = child.communicate(timeout=timeout_s)
+            if child.returncode != 0:
+                raise BenchError(f"publisher exited {child.returncode}:\n{stdout}\n{stderr}")
+            reports.append(_last_json(stdout))
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+    seconds = max(float(report["seconds"]) for report in reports)
+    published = sum(int(report["published"]) for report in reports)
+    if published != messages:
+        raise BenchError(f"published {published} of {messages} messages")
+    return {"published": published, "seconds": seconds, "rate": published / seconds}
 
 
 def bare(
-    broker: BenchBroker, qos: int, client_id: str, *, expect: int = 0, timeout_s: float = 30
+    broker: BenchBroker,
+    qos: int,
+    client_id: str,
+    *,
+    expect: int = 0,
+    protocol: int = 5,
+    timeout_s: float = 30,
 ) -> dict[str, Any]:
     """Register (expect=0) or drain with bench/bare_subscriber.py; return its JSON report."""
     arguments = [
@@ -235,6 +274,8 @@ def bare(
         str(qos),
         "--client-id",
         client_id,
+        "--protocol",
+        str(protocol),
         "--receive-maximum",
         str(MqttSettings().receive_maximum),
     ]
@@ -243,6 +284,25 @@ def bare(
         return {}
     arguments += ["--expect", str(expect), "--timeout", str(timeout_s)]
     return _last_json(_bench_module("bare_subscriber", *arguments, timeout_s=timeout_s + 30))
+
+
+def forget_session(broker: BenchBroker, client_id: str, protocol: int = 5) -> None:
+    """End a client's persistent session, so later backlogs are not queued for it too.
+
+    A forgotten MQTT 3.1.1 session would otherwise keep its subscription forever and the
+    broker would pile every later backlog up for it (and rewrite them all on each autosave).
+    """
+    _bench_module(
+        "bare_subscriber",
+        "--port",
+        str(broker.port),
+        "--client-id",
+        client_id,
+        "--protocol",
+        str(protocol),
+        "--forget",
+        timeout_s=30,
+    )
 
 
 def ingest_child(
@@ -311,19 +371,26 @@ def _service_pids(bench: Bench, broker: BenchBroker) -> dict[str, int]:
 
 
 def drain_run(bench: Bench, qos: int, readings: int, run: int, *, profile: bool) -> list[Drain]:
-    """Load one backlog into both consumers' sessions and drain it with each in turn."""
+    """Load one backlog into every consumer's session and drain it with each in turn."""
     messages = bench.args.messages if readings == 1 else bench.args.messages_batch
     tag = f"q{qos}r{readings}n{run}{'p' if profile else ''}-{uuid.uuid4().hex[:6]}"
-    bare_id, ingest_id = f"bench-bare-{tag}", f"bench-ingest-{tag}"
+    ingest_id = f"bench-ingest-{tag}"
+    # Bare paho subscribers, by name and MQTT protocol; none while profiling.
+    bares: dict[str, int] = {}
+    if not profile:
+        bares["bare"] = 5
+        if bench.args.bare_v311 and readings == 1:
+            bares["bare-v311"] = 311
     results: list[Drain] = []
     with fresh_bucket(bench, f"q{qos}r{readings}") as bucket:
         ingest = ingest_child(bench, bench.broker, qos, ingest_id, bucket)
-        # Register both persistent sessions, then leave, so the broker queues the backlog.
-        with_bare = not profile
-        if with_bare:
-            bare(bench.broker, qos, bare_id)
+        # Register every persistent session, then leave, so the broker queues the backlog.
+        for name, protocol in bares.items():
+            bare(bench.broker, qos, f"bench-{name}-{tag}", protocol=protocol)
         with running(ingest):
             ingest.wait_subscribed()
+            # The gauge goes to 1 as SUBSCRIBE is queued; give the broker time to take it.
+            time.sleep(0.5)
             # SIGKILL, not SIGTERM: a graceful stop unsubscribes the persistent session, after
             # which the broker queues nothing for it (reported; see docs/benchmarks.md).
             # Nothing is in flight yet, so killing loses nothing.
@@ -339,22 +406,41 @@ def drain_run(bench: Bench, qos: int, readings: int, run: int, *, profile: bool)
             qos=qos,
             assets=ASSETS,
             base_ts_ms=base_ts_ms,
+            # Loading is not measured: use both cores to keep the bench short.
+            processes=2,
         )
         backlog = Backlog(qos, readings, run, messages, float(published["rate"]))
-        # Alternate who drains first, so slow drift of a noisy machine hits both alike.
-        order = ["bare", "pmkeeper"] if run % 2 == 0 else ["pmkeeper", "bare"]
-        for consumer in order:
-            if consumer == "bare" and with_bare:
-                results.append(_drain_bare(bench, backlog, bare_id))
-            elif consumer == "pmkeeper":
-                results.append(_drain_ingest(bench, backlog, ingest, bucket, profile=profile))
+        # Alternate who drains first, so slow drift of a noisy machine hits all alike.
+        order = [*bares, "pmkeeper"]
+        if run % 2:
+            order.reverse()
+        try:
+            for consumer in order:
+                if consumer == "pmkeeper":
+                    drain = _drain_ingest(bench, backlog, ingest, bucket, profile=profile)
+                else:
+                    drain = _drain_bare(bench, backlog, consumer, bares[consumer], tag)
+                results.append(drain)
+        finally:
+            forget_session(bench.broker, ingest_id)
+            for name, protocol in bares.items():
+                forget_session(bench.broker, f"bench-{name}-{tag}", protocol)
     return results
 
 
-def _drain_bare(bench: Bench, backlog: Backlog, client_id: str) -> Drain:
+def _drain_bare(bench: Bench, backlog: Backlog, name: str, protocol: int, tag: str) -> Drain:
     qos, messages = backlog.qos, backlog.messages
     broker_cpu = cpu_seconds(bench.broker.pid)
-    report = bare(bench.broker, qos, client_id, expect=messages, timeout_s=bench.args.timeout)
+    machine_before = machine_cpu()
+    report = bare(
+        bench.broker,
+        qos,
+        f"bench-{name}-{tag}",
+        expect=messages,
+        protocol=protocol,
+        timeout_s=bench.args.timeout,
+    )
+    machine_used = machine_cpu() - machine_before
     broker_cpu = cpu_seconds(bench.broker.pid) - broker_cpu
     received = int(report["received"])
     if received != messages:
@@ -362,7 +448,7 @@ def _drain_bare(bench: Bench, backlog: Backlog, client_id: str) -> Drain:
     seconds = float(report["drain_s"])
     rate = (received - 1) / seconds
     return Drain(
-        consumer="bare",
+        consumer=name,
         qos=qos,
         readings=backlog.readings,
         run=backlog.run,
@@ -373,10 +459,13 @@ def _drain_bare(bench: Bench, backlog: Backlog, client_id: str) -> Drain:
         points_per_s=rate * backlog.readings,
         peak_rss_kib=int(report["peak_rss_kib"]),
         publish_msg_per_s=backlog.publish_msg_per_s,
-        # The subscriber's own CPU over its drain; the broker's over the child's whole life.
+        # The subscriber's own CPU over its drain; the broker's and the whole machine's
+        # over the child's life, which also holds its start-up.
         cpu_share={
             "bare": round(float(report["cpu_s"]) / seconds, 3),
             "mosquitto": round(broker_cpu / seconds, 3),
+            "machine": round(machine_used.busy_s / seconds, 3),
+            "steal": round(machine_used.steal_s / seconds, 3),
         },
     )
 
@@ -390,12 +479,15 @@ def _drain_ingest(
     first: tuple[float, float] | None = None
     last: tuple[float, float] | None = None
     cpu_at_first: dict[str, float] = {}
+    machine_at_first = machine_cpu()
     profiler: subprocess.Popen[bytes] | None = None
     profile_path: Path | None = None
     with running(ingest):
-        pids = {"pmkeeper": ingest.pid, **_service_pids(bench, bench.broker)}
-        if profile:
-            profiler, profile_path = _start_profiler(bench, ingest.pid, qos, readings)
+        pids = {
+            "pmkeeper": ingest.pid,
+            **_service_pids(bench, bench.broker),
+            "bench": os.getpid(),
+        }
         try:
             tick = time.perf_counter()
             while True:
@@ -416,11 +508,19 @@ def _drain_ingest(
                 if received > 0 and first is None:
                     first = (at, received)
                     cpu_at_first = {name: cpu_seconds(pid) for name, pid in pids.items()}
+                    machine_at_first = machine_cpu()
+                    if profile:
+                        # From the first progress on: start-up and imports are not the drain.
+                        profiler, profile_path = _start_profiler(bench, ingest.pid, qos, readings)
                 if received >= messages:
                     last = (at, received)
                     cpu_used = {
                         name: cpu_seconds(pid) - cpu_at_first[name] for name, pid in pids.items()
                     }
+                    machine_used = machine_cpu() - machine_at_first
+                    # Whatever else ran on the machine meanwhile (a shared box is noisy).
+                    cpu_used["others"] = max(0.0, machine_used.busy_s - sum(cpu_used.values()))
+                    cpu_used["steal"] = machine_used.steal_s
                     break
                 last = (at, received)
                 tick += POLL_INTERVAL_S
@@ -448,7 +548,9 @@ def _drain_ingest(
     rate = (last[1] - first[1]) / seconds
     if profile_path is not None:
         bench.hotspots.append(
-            summarize_raw_profile(profile_path, f"QoS {qos}, {readings} reading(s)/message")
+            summarize_raw_profile(
+                profile_path, f"pmkeeper ingest, QoS {qos}, {readings} reading(s)/message"
+            )
         )
     return Drain(
         consumer="pmkeeper",
@@ -481,6 +583,9 @@ def _start_profiler(
             "--format",
             "raw",
             "--threads",
+            # Only samples of the thread holding the GIL: the drain is bound by one core of
+            # Python, so that is where the time goes; waiting threads are left out.
+            "--gil",
             "--rate",
             "200",
             "--duration",
@@ -542,6 +647,7 @@ def latency_run(bench: Bench, broker: BenchBroker, qos: int, readings: int, rate
             rss = peak_rss_kib(ingest.pid)
             if ingest.terminate() != 0:
                 raise BenchError(f"ingest did not stop cleanly:\n{ingest.log_tail()}")
+        forget_session(broker, f"bench-ingest-{tag}")
         written = after.get("pmkeeper_points_written_total", 0.0)
         if written != points or after.get("pmkeeper_deadletters_total", 0.0):
             raise BenchError(f"latency run wrote {written:.0f} of {points} points")
@@ -851,6 +957,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--qos", type=int, nargs="+", choices=(0, 1), default=[0, 1])
     parser.add_argument("--readings", type=int, nargs="+", default=[1, 10])
+    parser.add_argument(
+        "--no-bare-v311",
+        dest="bare_v311",
+        action="store_false",
+        help="skip the reference bare subscriber on MQTT 3.1.1 (1-reading backlogs)",
+    )
     parser.add_argument("--latency-seconds", type=float, default=10.0)
     parser.add_argument(
         "--latency-rate", type=float, default=0.0, help="msg/s (default: half the QoS 1 rate)"

@@ -31,6 +31,9 @@ def main() -> int:
     parser.add_argument("--messages", type=int, required=True)
     parser.add_argument("--readings", type=int, default=1)
     parser.add_argument("--assets", type=int, default=100)
+    parser.add_argument(
+        "--asset-offset", type=int, default=0, help="first asset number, for parallel publishers"
+    )
     parser.add_argument("--qos", type=int, default=1)
     parser.add_argument("--rate", type=float, default=0.0, help="messages/s; 0 = flat out")
     parser.add_argument("--base-ts", type=int, default=0, help="epoch ms of the first reading")
@@ -46,7 +49,7 @@ def main() -> int:
     client.connect("127.0.0.1", args.port)
     client.loop_start()
     base_ts = args.base_ts or time.time_ns() // 1_000_000
-    topics = [f"pmk/bench-{i:04d}/telemetry" for i in range(args.assets)]
+    topics = [f"pmk/bench-{args.asset_offset + i:04d}/telemetry" for i in range(args.assets)]
     started = time.perf_counter()
     last_info = None
     for n in range(args.messages):

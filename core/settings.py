@@ -35,7 +35,12 @@ class MqttSettings(BaseModel):
     # Set to a group name to consume through `$share/<group>/<topic>` (scale-out).
     shared_group: str | None = None
     client_id: str = "pmkeeper-ingest"
-    qos: Literal[0, 1] = 1
+    # An int rather than Literal[0, 1]: environment variables arrive as strings.
+    qos: int = Field(default=1, ge=0, le=1)
+    # "auto" uses MQTT v5 when the broker accepts it. paho parses v5 properties on every
+    # PUBLISH, which costs throughput (see docs/benchmarks.md); "3.1.1" skips that, and
+    # then the broker's max_inflight_messages alone bounds the in-flight window.
+    protocol: Literal["auto", "5", "3.1.1"] = "auto"
     keepalive_s: int = Field(default=30, ge=5, le=3600)
     # Receive Maximum sent to MQTT v5 brokers: how many QoS 1 messages may be unacked at once.
     receive_maximum: int = Field(default=1000, ge=1, le=65535)

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 # CONNACK answers that mean "this broker does not speak MQTT v5": v5's 0x84, and
 # v3.1.1's return code 1 that older brokers send to a protocol level they do not know.
 _UNSUPPORTED_PROTOCOL = {132, 1}
+_PROTOCOLS = {"5": MQTTProtocolVersion.MQTTv5, "3.1.1": MQTTProtocolVersion.MQTTv311}
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,11 @@ class MqttSubscriber:
     def start(self, stop: threading.Event) -> None:
         """Connect (waiting for the broker if it is not up yet) and start paho's loop."""
         delay = 0.5
+        forced = _PROTOCOLS.get(self._settings.protocol)
         while not stop.is_set():
+            if forced is not None:
+                self._protocol = forced
+                break
             try:
                 self._protocol = detect_protocol(self._settings, self._address)
                 break
@@ -201,11 +206,6 @@ class MqttSubscriber:
             # acknowledged when they arrive again (the store overwrites, no duplicates).
             if message.qos and message.session == session:
                 client.ack(message.mid, message.qos)
-
-    def unsubscribe(self) -> None:
-        """Stop taking new messages; the session and unacknowledged messages stay."""
-        if self._client is not None and self._connected.is_set():
-            self._client.unsubscribe(self._filters)
 
     def stop(self) -> None:
         """Disconnect and stop paho's loop."""

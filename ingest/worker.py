@@ -98,6 +98,8 @@ class IngestWorker:
 
     def offer(self, message: RawMessage) -> None:
         """Decode a message and buffer it for the writer; block while the buffer is full."""
+        if self._stop.is_set():
+            return  # stopping: unacknowledged, so the broker redelivers it on the next start
         try:
             decoded: _Decoded = (
                 message,

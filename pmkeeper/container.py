@@ -131,7 +131,9 @@ class IngestRole:
     def stop(self) -> None:
         """Flush the writer, then stop the MQTT loop and disconnect."""
         self._stop.set()
-        self.subscriber.unsubscribe()
+        # No unsubscribe: the persistent session must keep its subscription so the broker
+        # queues what devices publish until the next start. What arrives from now on is
+        # refused by offer() and, unacknowledged, redelivered on the next start.
         self.worker.stop()
         if self._writer is not None:
             self._writer.join(timeout=30)

@@ -240,3 +240,32 @@ def test_unknown_asset_policy_dead_letter(
         "pmk/ghost-1/telemetry",
     )
     assert child.metric("pmkeeper_points_written_total") == 0
+
+
+def test_graceful_stop_keeps_the_session_so_nothing_published_meanwhile_is_lost(
+    mosquitto: MosquittoBroker, start_ingest: StartIngest
+) -> None:
+    child = start_ingest(mosquitto.url)
+    assert child.terminate() == 0
+    publish(
+        mosquitto.url,
+        [
+            ("pmk/down-1/telemetry", b'{"ts": %d, "metrics": {"seq": %d}}' % (T0_MS + n, n))
+            for n in range(100)
+        ],
+    )
+    child.start()  # same client id, same persistent session
+    store = SqliteTelemetryStore(child.workdir / "data" / "telemetry.db")
+    wait_until(lambda: _count(store, "down-1", "seq") == 100, what="the 100 queued readings")
+    store.close()
+
+
+@pytest.mark.parametrize(("qos", "protocol"), [("0", "3.1.1"), ("1", "3.1.1"), ("0", "5")])
+def test_qos_and_protocol_come_from_the_environment(
+    mosquitto: MosquittoBroker, start_ingest: StartIngest, qos: str, protocol: str
+) -> None:
+    child = start_ingest(mosquitto.url, PMK_MQTT__QOS=qos, PMK_MQTT__PROTOCOL=protocol)
+    publish(mosquitto.url, [("pmk/proto-1/telemetry", b'{"ts": %d, "metrics": {"a": 1}}' % T0_MS)])
+    wait_until(lambda: child.metric("pmkeeper_points_written_total") == 1, what="1 point")
+    version = "3.1.1" if protocol == "3.1.1" else "5"
+    assert any(f"(MQTT {version})" in e.get("msg", "") for e in child.log_events())
