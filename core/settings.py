@@ -97,8 +97,11 @@ class IngestSettings(BaseModel):
     flush_interval_ms: int = Field(default=50, ge=1)
     retry_initial_s: float = Field(default=0.2, gt=0)
     retry_max_s: float = Field(default=10.0, gt=0)
-    # Port of the standalone `pmkeeper ingest` /metrics endpoint; 0 disables it.
+    # Port of the standalone `pmkeeper ingest` /metrics endpoint; 0 disables it. With
+    # several workers, worker i serves on metrics_port + i.
     metrics_port: int = Field(default=0, ge=0, le=65535)
+    # `pmkeeper ingest` processes on one shared subscription: one uses one core at most.
+    workers: int = Field(default=1, ge=1, le=64)
 
 
 class Settings(BaseSettings):

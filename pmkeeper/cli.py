@@ -16,6 +16,7 @@ from core.auth import Role
 from core.logging import configure_logging
 from core.settings import Settings, load_settings
 from pmkeeper.container import EMBEDDED_BROKER_FILE, Container, run_roles
+from pmkeeper.supervisor import IngestSupervisor
 from simulator.fleet import parse_scenario_assignments
 from simulator.publisher import run_simulation
 
@@ -45,6 +46,13 @@ def _cmd_api(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
+    if args.workers is not None:
+        settings.ingest = settings.ingest.model_copy(update={"workers": args.workers})
+    if settings.mqtt.url is None:
+        raise SystemExit("pmkeeper ingest: no broker configured; set PMK_MQTT__URL")
+    if settings.ingest.workers > 1:
+        IngestSupervisor(settings, args.config).run(_stop_on_signals())
+        return 0
     run_roles(settings, api=False, ingest=True, stop=_stop_on_signals(), embedded_broker=False)
     return 0
 
@@ -134,6 +142,13 @@ def _cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if report.messages_failed == 0 else 1
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 64:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 64, not {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the `pmkeeper` command."""
     parser = argparse.ArgumentParser(prog="pmkeeper", description=__doc__)
@@ -144,7 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("serve", help="all roles in one process, on embedded defaults")
     commands.add_parser("api", help="the HTTP API only")
-    commands.add_parser("ingest", help="MQTT telemetry ingest only (needs PMK_MQTT__URL)")
+    ingest = commands.add_parser("ingest", help="MQTT telemetry ingest only (needs PMK_MQTT__URL)")
+    ingest.add_argument(
+        "--workers",
+        type=_positive_int,
+        help="processes on one shared subscription (default PMK_INGEST__WORKERS, 1)",
+    )
 
     simulate = commands.add_parser("simulate", help="publish telemetry from a simulated fleet")
     simulate.add_argument("--url", help="broker URL (default: PMK_MQTT__URL or local serve)")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 import uuid
 from pathlib import Path
@@ -97,3 +99,61 @@ def test_two_ingest_processes_share_one_subscription(
     written = [p.metric("pmkeeper_points_written_total") for p in (first, second)]
     assert sum(written) == total  # each message went to exactly one of them
     assert all(w > 0 for w in written), f"the broker did not spread the load: {written}"
+
+
+def test_ingest_workers_share_the_load_and_a_killed_worker_comes_back(
+    tmp_path: Path, mosquitto: MosquittoBroker, influxd: InfluxServer,
+    influx_settings: InfluxSettings,
+) -> None:  # fmt: skip
+    base_port = free_port()
+    parent = PmkeeperProcess(
+        ["ingest", "--workers", "2"],
+        {
+            "PMK_MQTT__URL": mosquitto.url,
+            "PMK_MQTT__CLIENT_ID": f"workers-{uuid.uuid4().hex[:6]}",
+            "PMK_DATABASE__URL": f"sqlite:///{tmp_path / 'pmkeeper.db'}",
+            "PMK_INGEST__METRICS_PORT": str(base_port),
+            **influx_env(influx_settings),
+        },
+        tmp_path,
+    )
+    workers = [PmkeeperProcess(["ingest"], {}, tmp_path) for _ in range(2)]
+    for index, worker in enumerate(workers):
+        worker.metrics_port = base_port + index  # scrape each worker of the parent
+    parent.start()
+    try:
+        for worker in workers:
+            worker.wait_subscribed()
+        now_ms = time.time_ns() // 1_000_000
+
+        def batch(first: int) -> list[tuple[str, bytes]]:
+            return [
+                (
+                    f"pmk/w-{n % 8}/telemetry",
+                    b'{"ts": %d, "metrics": {"seq": %d}}' % (now_ms - n, n),
+                )
+                for n in range(first, first + 400)
+            ]
+
+        def stored() -> int:
+            rows = influxd.query("SELECT count(seq) FROM telemetry", influx_settings.bucket)
+            return sum(int(r["count"]) for r in rows)
+
+        publish(mosquitto.url, batch(0))
+        wait_until(lambda: stored() == 400, what="first 400 readings")
+        written = [w.metric("pmkeeper_points_written_total") for w in workers]
+        assert sum(written) == 400
+        assert all(w > 0 for w in written), f"one worker did all the work: {written}"
+
+        [victim, *_] = [e["worker_pid"] for e in parent.log_events() if "worker_pid" in e]
+        os.kill(victim, signal.SIGKILL)
+        wait_until(
+            lambda: sum("worker_pid" in e for e in parent.log_events()) == 3,
+            what="the killed worker restarted",
+        )
+        for worker in workers:
+            worker.wait_subscribed()
+        publish(mosquitto.url, batch(400))
+        wait_until(lambda: stored() == 800, what="all 800 readings")
+    finally:
+        assert parent.terminate() == 0
