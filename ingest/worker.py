@@ -1,10 +1,11 @@
-"""The ingest writer: drain the hand-off queue, validate, store durably, then acknowledge."""
+"""The ingest writer: buffer decoded messages, store them durably, then acknowledge."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -47,7 +48,7 @@ class _StoppedError(Exception):
 
 @dataclass
 class _Batch:
-    """Messages taken off the queue together and what validation made of them."""
+    """Messages handled together and what validation made of them."""
 
     messages: list[RawMessage] = field(default_factory=list)
     readings: list[Reading] = field(default_factory=list)
@@ -165,18 +166,27 @@ class IngestWorker:
                 )
         except _StoppedError:
             return  # stopped while a store was down: unacknowledged, so redelivered
-        self._metrics.deadletters.inc(len(batch.deadletters))
-        for letter in batch.deadletters:
-            self._metrics.deadletter_codes.labels(code=letter.code).inc()
-            log.info(
-                "dead letter on %s: %s",
-                letter.topic,
-                letter.reason,
-                extra={"code": letter.code, "topic": letter.topic},
-            )
+        if batch.deadletters:
+            self._count_deadletters(batch.deadletters)
         self._observe_lag(batch)
         self._metrics.messages_received.inc(len(batch.messages))
         self.acknowledge(batch.messages)
+
+    def _count_deadletters(self, letters: list[DeadLetter]) -> None:
+        """Count dead letters and log one line per batch, so a flood of bad input stays cheap."""
+        codes = Counter(letter.code for letter in letters)
+        self._metrics.deadletters.inc(len(letters))
+        for code, count in codes.items():
+            self._metrics.deadletter_codes.labels(code=code).inc(count)
+        first = letters[0]
+        log.warning(
+            "%d dead letter(s) (%s); first on %s: %s",
+            len(letters),
+            ", ".join(f"{code} x{count}" for code, count in codes.most_common()),
+            first.topic,
+            first.reason,
+            extra={"deadletters": dict(codes)},
+        )
 
     def _observe_lag(self, batch: _Batch) -> None:
         """Record event-time-to-stored lag once per message, not per reading (hot path)."""
