@@ -292,15 +292,21 @@ class IngestWorker:
         while True:
             try:
                 result = action()
-            except StoreUnavailableError as error:
+            except StoreRejectedError:
+                raise
+            except Exception as error:
+                # Anything but a refusal is retried: an unexpected error must stall ingest
+                # (visibly, in the log and store_up) rather than end the writer thread and
+                # leave every later message unacknowledged.
                 if self._store_down_since is None:
                     self._store_down_since = time.monotonic()
                     self._metrics.store_up.set(0)
                     log.error(
-                        "%s unavailable, holding %d queued messages and retrying: %s",
+                        "%s unavailable, holding %d buffered messages and retrying: %s",
                         what,
                         len(self._pending),
                         error,
+                        exc_info=not isinstance(error, StoreUnavailableError),
                         extra={"event": "store_lost", "store": what},
                     )
                 self._metrics.store_retries.inc()

@@ -9,7 +9,10 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, text
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, ExceptionContext, make_url
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+from core.errors import StoreUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +34,24 @@ def create_engine_for(url: str, **engine_options: Any) -> Engine:
     """Create an engine for `url`: SQLite in WAL mode, or PostgreSQL through psycopg 3."""
     parsed = normalize_url(url)
     if parsed.get_backend_name() == "sqlite":
-        return _sqlite_engine(parsed, **engine_options)
-    engine_options.setdefault("pool_pre_ping", True)
-    return create_engine(parsed, **engine_options)
+        engine = _sqlite_engine(parsed, **engine_options)
+    else:
+        engine_options.setdefault("pool_pre_ping", True)
+        engine = create_engine(parsed, **engine_options)
+    event.listen(engine, "handle_error", _unavailable_on_connection_errors)
+    return engine
+
+
+def _unavailable_on_connection_errors(context: ExceptionContext) -> StoreUnavailableError | None:
+    """Turn a lost or refused connection into StoreUnavailableError, which callers retry.
+
+    Ingest retries StoreUnavailableError with backoff and the API answers it with 503;
+    a raw driver error would instead end the ingest writer or answer 500.
+    """
+    error = context.sqlalchemy_exception
+    if context.is_disconnect or isinstance(error, OperationalError | InterfaceError):
+        return StoreUnavailableError(f"database unavailable: {context.original_exception}")
+    return None
 
 
 def _sqlite_engine(url: URL, **engine_options: Any) -> Engine:

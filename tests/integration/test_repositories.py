@@ -14,7 +14,7 @@ from core.assets import Asset, Criticality
 from core.auth import Role
 from core.clock import FrozenClock
 from core.deadletters import DeadLetter
-from core.errors import ConflictError, NotFoundError, ValidationError
+from core.errors import ConflictError, NotFoundError, StoreUnavailableError, ValidationError
 from storage.db import create_engine_for, migrate
 from storage.repositories import (
     SqlAssetRepository,
@@ -23,6 +23,7 @@ from storage.repositories import (
     hash_token,
 )
 from storage.tables import api_tokens
+from tests.support.binaries import free_port
 
 T0 = datetime(2026, 11, 22, 7, 0, tzinfo=UTC)
 
@@ -377,3 +378,14 @@ def test_tokens_authenticate_until_revoked(
 def test_revoking_an_unknown_token_raises_not_found(tokens: SqlTokenRepository) -> None:
     with pytest.raises(NotFoundError):
         tokens.revoke(999, T0)
+
+
+def test_an_unreachable_database_is_unavailable_not_a_driver_error() -> None:
+    engine = create_engine_for(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/none")
+    try:
+        with pytest.raises(StoreUnavailableError, match="database unavailable"):
+            SqlAssetRepository(engine).existing_ids(["pump-1"])
+        with pytest.raises(StoreUnavailableError):
+            SqlDeadLetterRepository(engine).count()
+    finally:
+        engine.dispose()

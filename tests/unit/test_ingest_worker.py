@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from core.assets import Asset
 from core.clock import FrozenClock
+from core.deadletters import DeadLetter
 from core.settings import IngestSettings, UnknownAssetPolicy
 from ingest.metrics import IngestMetrics
 from ingest.payloads import PayloadDecoder
@@ -232,3 +233,35 @@ def test_full_queue_blocks_the_producer_instead_of_dropping() -> None:
     h.worker.run()
     blocked.join(5)
     assert not blocked.is_alive()
+
+
+class _FlakyDeadLetters(InMemoryDeadLetterRepository):
+    """Fails with an unexpected error a few times, as a driver bug or lost socket might."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    def add_many(self, letters: Sequence[DeadLetter]) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise RuntimeError("connection reset by peer")
+        super().add_many(letters)
+
+
+def test_an_unexpected_store_error_is_retried_instead_of_ending_the_writer() -> None:
+    h = Harness()
+    flaky = _FlakyDeadLetters(failures=2)
+    h.worker._deadletters = flaky
+    writer = threading.Thread(target=h.worker.run)
+    writer.start()
+    try:
+        h.worker.offer(_raw("pmk/pump-1/telemetry", b"not json", mid=4))
+        h.worker.offer(_message("pump-1", NOW_MS, 1.0, mid=5))
+        wait_until(lambda: h.acked == [4, 5], what="acks once the error stops")
+        assert writer.is_alive()
+    finally:
+        h.worker.stop()
+        writer.join(5)
+    assert [d.code for d in flaky.letters] == ["bad_json"]
+    assert h.metric("pmkeeper_store_retries_total") == 2
