@@ -6,7 +6,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -25,6 +25,8 @@ class UnknownAssetPolicy(StrEnum):
 
 class MqttSettings(BaseModel):
     """Broker connection; no URL means `serve` runs the embedded broker."""
+
+    model_config = ConfigDict(extra="forbid")
 
     url: str | None = None
     username: str | None = None
@@ -58,6 +60,8 @@ class MqttSettings(BaseModel):
 class InfluxSettings(BaseModel):
     """InfluxDB connection; no URL means telemetry goes to the embedded SQLite store."""
 
+    model_config = ConfigDict(extra="forbid")
+
     url: str | None = None
     token: SecretStr = SecretStr("")
     org: str = "pmkeeper"
@@ -69,11 +73,15 @@ class InfluxSettings(BaseModel):
 class DatabaseSettings(BaseModel):
     """Relational store; no URL means a SQLite file in the data directory."""
 
+    model_config = ConfigDict(extra="forbid")
+
     url: str | None = None
 
 
 class ApiSettings(BaseModel):
     """HTTP API address."""
+
+    model_config = ConfigDict(extra="forbid")
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
@@ -81,6 +89,8 @@ class ApiSettings(BaseModel):
 
 class IngestSettings(BaseModel):
     """Validation limits, batching and backpressure of the ingest role."""
+
+    model_config = ConfigDict(extra="forbid")
 
     unknown_assets: UnknownAssetPolicy = UnknownAssetPolicy.AUTO_REGISTER
     max_payload_bytes: int = Field(default=256 * 1024, ge=64)

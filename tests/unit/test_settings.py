@@ -191,3 +191,22 @@ def test_an_unsupported_config_format_is_an_error(tmp_path: Path) -> None:
     config = write(tmp_path / "pmkeeper.ini", "[api]\nport = 1\n")
     with pytest.raises(ValueError, match=r"\.yaml, \.yml or \.toml"):
         load_settings(config)
+
+
+def test_a_misspelt_key_in_a_config_file_is_refused_not_ignored(tmp_path: Path) -> None:
+    config = tmp_path / "pmkeeper.yaml"
+    config.write_text("mqtt:\n  ulr: mqtt://broker:1883\n")
+    with pytest.raises(ValidationError, match=r"mqtt\.ulr"):
+        load_settings(config)
+
+
+def test_a_misspelt_nested_variable_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PMK_INFLUX__TOKN", "secret")
+    with pytest.raises(ValidationError, match=r"influx\.tokn"):
+        load_settings()
+
+
+@pytest.mark.parametrize(("raw", "qos"), [("0", 0), ("1", 1)])
+def test_qos_from_the_environment(monkeypatch: pytest.MonkeyPatch, raw: str, qos: int) -> None:
+    monkeypatch.setenv("PMK_MQTT__QOS", raw)
+    assert load_settings().mqtt.qos == qos
