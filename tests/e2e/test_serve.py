@@ -104,6 +104,15 @@ def test_serve_on_embedded_defaults_ingests_what_simulate_sends(tmp_path: Path) 
         assert "pmkeeper_messages_received_total 61.0" in metrics
         assert "pmkeeper_points_written_total 300.0" in metrics  # 60 messages x 5 metrics
         assert "pmkeeper_deadletters_total 1.0" in metrics
+        assert 'pmkeeper_deadletter_codes_total{code="bad_json"} 1.0' in metrics
+        for name in (
+            "pmkeeper_write_latency_seconds_count",
+            "pmkeeper_ingest_queue_depth",
+            "pmkeeper_mqtt_reconnects_total",
+            "pmkeeper_ingest_lag_seconds_count",
+            "pmkeeper_store_up",
+        ):
+            assert f"\n{name} " in metrics, name
     finally:
         code = serve.terminate()
     assert code == 0, serve.log_path.read_text()[-3000:]
