@@ -9,11 +9,14 @@ figure on a small machine: each consumer first registers a persistent session an
 leaves, the publisher loads N messages into the broker, then each consumer in turn
 reconnects and drains its copy. The bare paho subscriber (bench/bare_subscriber.py) and
 `pmkeeper ingest` drain the same backlog, one after the other, so their ratio comes from
-the same run. Every point pmkeeper reports written is counted back in influxd.
+the same run. `pmkeeper ingest` is measured with 1 process and with `--workers N`
+(N processes on one shared subscription, each with its own session and half the
+backlog); the bare subscriber is always one process. Every point pmkeeper reports
+written is counted back in influxd.
 
-Latency is a live, paced run at half the sustained QoS 1 rate; it is read from the
-ingest's `pmkeeper_ingest_lag_seconds` histogram (publish time stamped in each reading to
-durable write).
+Latency is a live, paced run at half the sustained QoS 1 rate of each worker count; it is
+read from the ingest's `pmkeeper_ingest_lag_seconds` histogram (publish time stamped in
+each reading to durable write), summed over the workers.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from bench.ingest_child import (
     machine_cpu,
     peak_rss_kib,
     sleep_until,
+    sum_samples,
 )
 from core.settings import IngestSettings, MqttSettings
 from tests.support.influx import InfluxServer
@@ -65,6 +69,8 @@ TARGET_QOS0_MSG_PER_S = 20_000
 TARGET_RATIO = 0.60
 TARGET_POINTS_PER_S = 100_000
 
+TIMES = "\N{MULTIPLICATION SIGN}"
+
 
 class BenchError(RuntimeError):
     """The benchmark could not measure what it set out to, or data went missing."""
@@ -79,6 +85,17 @@ class Backlog:
     run: int
     messages: int
     publish_msg_per_s: float
+
+
+@dataclass(frozen=True)
+class IngestVariant:
+    """One way of running `pmkeeper ingest`: a label, a worker count, extra settings."""
+
+    name: str
+    workers: int = 1
+    env: tuple[tuple[str, str], ...] = ()
+    # The MQTT protocol its sessions use, for ending them (5 or 311).
+    protocol: int = 5
 
 
 @dataclass
@@ -98,6 +115,13 @@ class Drain:
     publish_msg_per_s: float
     # CPU used by each process during the drain, as a share of one core.
     cpu_share: dict[str, float] = field(default_factory=dict)
+    # Processes of the consumer that did the work (workers; the supervisor is extra).
+    workers: int = 1
+    # Per worker: messages it took, and when it showed its first and its last progress,
+    # in seconds from the first progress of any worker.
+    per_worker: list[dict[str, float]] = field(default_factory=list)
+    # Peak RSS (KiB) of each process of the consumer (supervisor and workers).
+    peak_rss_by_process: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -112,15 +136,23 @@ class Summary:
     min_msg_per_s: float
     max_msg_per_s: float
     median_points_per_s: float
+    min_points_per_s: float
+    max_points_per_s: float
     peak_rss_kib: int
+    # pmkeeper's median over the bare (MQTT v5, one process) subscriber's median.
     ratio_to_bare: float | None
     median_cpu_share: dict[str, float]
+    workers: int = 1
+    # Share of the messages the busiest worker took, median over the runs (with workers).
+    busiest_worker_share: float | None = None
 
 
 @dataclass
 class Latency:
     """Publish-to-stored latency of a paced live run, from the ingest's lag histogram."""
 
+    consumer: str
+    workers: int
     qos: int
     readings: int
     tcp_nodelay: bool
@@ -134,13 +166,16 @@ class Latency:
     write_p50_ms: float
     write_p99_ms: float
     peak_rss_kib: int
+    per_worker_messages: list[int] = field(default_factory=list)
+    publishers: int = 1
 
 
 @dataclass
 class Target:
-    """One of the issue's targets and whether the medians meet it."""
+    """One of the issue's targets and whether one consumer's medians meet it."""
 
     name: str
+    consumer: str
     required: float
     measured: float | None
     met: bool | None
@@ -305,8 +340,34 @@ def forget_session(broker: BenchBroker, client_id: str, protocol: int = 5) -> No
     )
 
 
+def ingest_variants(
+    args: argparse.Namespace, readings: int, *, profile: bool
+) -> list[IngestVariant]:
+    """Return the ways `pmkeeper ingest` is run on a backlog of `readings`-reading messages."""
+    if profile:
+        # py-spy follows one process: profile the single-process ingest only.
+        return [IngestVariant("pmkeeper")]
+    variants = [
+        IngestVariant("pmkeeper" if workers == 1 else f"pmkeeper {TIMES}{workers} workers", workers)
+        for workers in args.workers
+    ]
+    if args.ingest_v311 and readings == 1:
+        variants.append(
+            IngestVariant(
+                "pmkeeper MQTT 3.1.1", 1, (("PMK_MQTT__PROTOCOL", "3.1.1"),), protocol=311
+            )
+        )
+    return variants
+
+
 def ingest_child(
-    bench: Bench, broker: BenchBroker, qos: int, client_id: str, bucket: str
+    bench: Bench,
+    broker: BenchBroker,
+    qos: int,
+    client_id: str,
+    bucket: str,
+    *,
+    variant: IngestVariant,
 ) -> IngestChild:
     """Return (not start) a `pmkeeper ingest` wired to this bench's broker and bucket."""
     workdir = bench.root / "ingest" / client_id
@@ -314,6 +375,7 @@ def ingest_child(
     env = {
         "PMK_MQTT__URL": broker.url,
         "PMK_MQTT__CLIENT_ID": client_id,
+        "PMK_MQTT__QOS": str(qos),
         "PMK_INFLUX__URL": str(influx.url),
         "PMK_INFLUX__TOKEN": influx.token.get_secret_value(),
         "PMK_INFLUX__ORG": influx.org,
@@ -321,10 +383,17 @@ def ingest_child(
         "PMK_DATABASE__URL": f"sqlite:///{workdir / 'pmkeeper.db'}",
         "PMK_INGEST__UNKNOWN_ASSETS": "auto_register",
         **bench.ingest_env,
+        **dict(variant.env),
     }
-    # The QoS goes through a config file: PMK_MQTT__QOS=0 or =1 is refused by the settings
-    # model (a Literal[0, 1] field does not coerce the environment's string "1").
-    return IngestChild(env, workdir, "ingest", config={"mqtt": {"qos": qos}})
+    if variant.workers > 1:
+        # A group of its own per run, so no other consumer's session is ever in it.
+        env["PMK_MQTT__SHARED_GROUP"] = f"g-{client_id}"
+    return IngestChild(env, workdir, "ingest", workers=variant.workers)
+
+
+def session_ids(client_id: str, workers: int) -> list[str]:
+    """Return the MQTT client ids an ingest child's sessions use (one per worker)."""
+    return [client_id] if workers == 1 else [f"{client_id}-{i}" for i in range(workers)]
 
 
 @contextlib.contextmanager
@@ -374,58 +443,88 @@ def drain_run(bench: Bench, qos: int, readings: int, run: int, *, profile: bool)
     """Load one backlog into every consumer's session and drain it with each in turn."""
     messages = bench.args.messages if readings == 1 else bench.args.messages_batch
     tag = f"q{qos}r{readings}n{run}{'p' if profile else ''}-{uuid.uuid4().hex[:6]}"
-    ingest_id = f"bench-ingest-{tag}"
     # Bare paho subscribers, by name and MQTT protocol; none while profiling.
     bares: dict[str, int] = {}
     if not profile:
         bares["bare"] = 5
         if bench.args.bare_v311 and readings == 1:
             bares["bare-v311"] = 311
+    variants = {v.name: v for v in ingest_variants(bench.args, readings, profile=profile)}
     results: list[Drain] = []
-    with fresh_bucket(bench, f"q{qos}r{readings}") as bucket:
-        ingest = ingest_child(bench, bench.broker, qos, ingest_id, bucket)
-        # Register every persistent session, then leave, so the broker queues the backlog.
-        for name, protocol in bares.items():
-            bare(bench.broker, qos, f"bench-{name}-{tag}", protocol=protocol)
-        with running(ingest):
-            ingest.wait_subscribed()
-            # The gauge goes to 1 as SUBSCRIBE is queued; give the broker time to take it.
-            time.sleep(0.5)
-            # SIGKILL, not SIGTERM: a graceful stop unsubscribes the persistent session, after
-            # which the broker queues nothing for it (reported; see docs/benchmarks.md).
-            # Nothing is in flight yet, so killing loses nothing.
-            ingest.kill()
-        # Event timestamps end a second before now: inside the validation window, unique.
-        span_ms = -(-messages // ASSETS) * readings
-        base_ts_ms = time.time_ns() // 1_000_000 - span_ms - 1_000
-        published = publish(
-            bench,
-            broker=bench.broker,
-            messages=messages,
-            readings=readings,
-            qos=qos,
-            assets=ASSETS,
-            base_ts_ms=base_ts_ms,
-            # Loading is not measured: use both cores to keep the bench short.
-            processes=2,
-        )
-        backlog = Backlog(qos, readings, run, messages, float(published["rate"]))
-        # Alternate who drains first, so slow drift of a noisy machine hits all alike.
-        order = [*bares, "pmkeeper"]
-        if run % 2:
-            order.reverse()
+    with contextlib.ExitStack() as stack:
+        # One Influx database per ingest, so each one's points are counted on their own.
+        ingests: dict[str, tuple[IngestChild, str, list[str]]] = {}
+        for index, variant in enumerate(variants.values()):
+            bucket = stack.enter_context(fresh_bucket(bench, f"q{qos}r{readings}i{index}"))
+            client_id = f"bench-ingest{index}-{tag}"
+            child = ingest_child(bench, bench.broker, qos, client_id, bucket, variant=variant)
+            ingests[variant.name] = (child, bucket, session_ids(client_id, variant.workers))
         try:
+            # Register every persistent session, then leave, so the broker queues the backlog.
+            for name, protocol in bares.items():
+                bare(bench.broker, qos, f"bench-{name}-{tag}", protocol=protocol)
+            _register_ingests([child for child, _, _ in ingests.values()])
+            # Event timestamps end a second before now: inside the validation window, unique.
+            span_ms = -(-messages // ASSETS) * readings
+            base_ts_ms = time.time_ns() // 1_000_000 - span_ms - 1_000
+            published = publish(
+                bench,
+                broker=bench.broker,
+                messages=messages,
+                readings=readings,
+                qos=qos,
+                assets=ASSETS,
+                base_ts_ms=base_ts_ms,
+                # Loading is not measured: use both cores to keep the bench short.
+                processes=2,
+            )
+            backlog = Backlog(qos, readings, run, messages, float(published["rate"]))
+            # Alternate who drains first, so slow drift of a noisy machine hits all alike.
+            order = [*bares, *variants]
+            if run % 2:
+                order.reverse()
             for consumer in order:
-                if consumer == "pmkeeper":
-                    drain = _drain_ingest(bench, backlog, ingest, bucket, profile=profile)
+                if consumer in variants:
+                    child, bucket, _ = ingests[consumer]
+                    drain = _drain_ingest(
+                        bench, backlog, child, bucket, variants[consumer], profile=profile
+                    )
                 else:
                     drain = _drain_bare(bench, backlog, consumer, bares[consumer], tag)
                 results.append(drain)
         finally:
-            forget_session(bench.broker, ingest_id)
+            for child, _, _ in ingests.values():
+                child.kill()
+            for variant in variants.values():
+                for client_id in ingests[variant.name][2]:
+                    forget_session(bench.broker, client_id, variant.protocol)
             for name, protocol in bares.items():
                 forget_session(bench.broker, f"bench-{name}-{tag}", protocol)
     return results
+
+
+def _register_ingests(children: Sequence[IngestChild]) -> None:
+    """Start every ingest at once, wait until all workers subscribed, then stop them all.
+
+    A graceful stop keeps each worker's persistent session and subscription, so the
+    broker queues the coming backlog for it (with workers: spread over their sessions).
+    """
+    try:
+        for child in children:
+            if child.workers > 1:
+                child.migrate_first()
+            child.start()
+        for child in children:
+            child.wait_subscribed()
+        # The gauge goes to 1 as SUBSCRIBE is sent; give the broker time to take it.
+        time.sleep(0.5)
+        for child in children:
+            child.process_pids()  # all workers still there
+            if child.terminate() != 0:
+                raise BenchError(f"ingest did not stop cleanly:\n{child.log_tail()}")
+    finally:
+        for child in children:
+            child.kill()
 
 
 def _drain_bare(bench: Bench, backlog: Backlog, name: str, protocol: int, tag: str) -> Drain:
@@ -470,8 +569,31 @@ def _drain_bare(bench: Bench, backlog: Backlog, name: str, protocol: int, tag: s
     )
 
 
+@dataclass
+class _WorkerProgress:
+    """What the polls saw of one worker: its count, first and last progress."""
+
+    received: float = 0.0
+    first_at: float | None = None
+    last_change_at: float | None = None
+
+    def update(self, at: float, received: float) -> None:
+        """Take one poll's count (a missed scrape reads as 0 and is ignored)."""
+        if received > self.received:
+            if self.first_at is None:
+                self.first_at = at
+            self.last_change_at = at
+            self.received = received
+
+
 def _drain_ingest(
-    bench: Bench, backlog: Backlog, ingest: IngestChild, bucket: str, *, profile: bool
+    bench: Bench,
+    backlog: Backlog,
+    ingest: IngestChild,
+    bucket: str,
+    variant: IngestVariant,
+    *,
+    profile: bool,
 ) -> Drain:
     qos, readings, messages = backlog.qos, backlog.readings, backlog.messages
     points = messages * readings
@@ -482,31 +604,38 @@ def _drain_ingest(
     machine_at_first = machine_cpu()
     profiler: subprocess.Popen[bytes] | None = None
     profile_path: Path | None = None
+    progress = [_WorkerProgress() for _ in range(variant.workers)]
+    pids: dict[str, int] = {}
+    samples: dict[str, float] = {}
+    received = 0.0
     with running(ingest):
-        pids = {
-            "pmkeeper": ingest.pid,
-            **_service_pids(bench, bench.broker),
-            "bench": os.getpid(),
-        }
         try:
             tick = time.perf_counter()
             while True:
                 ingest.check_alive()
                 if time.monotonic() > deadline:
                     raise BenchError(
-                        f"pmkeeper drained {last[1] if last else 0} of {messages} messages "
-                        f"in {bench.args.timeout}s:\n{ingest.log_tail()}"
+                        f"{variant.name} drained {last[1] if last else 0} of {messages} "
+                        f"messages in {bench.args.timeout}s:\n{ingest.log_tail()}"
                     )
                 before = time.perf_counter()
-                try:
-                    samples = ingest.metrics()
-                except OSError:
-                    samples = {}
-                # The counter was read somewhere inside the request; take the midpoint.
+                # A worker that does not answer yet has taken nothing yet ({}).
+                scrapes = ingest.worker_metrics_or_empty()
+                # The counters were read somewhere inside the requests; take the midpoint.
                 at = (before + time.perf_counter()) / 2
+                samples = sum_samples(scrapes)
+                for worker, scrape in zip(progress, scrapes, strict=True):
+                    worker.update(at, scrape.get("pmkeeper_messages_received_total", 0.0))
                 received = samples.get("pmkeeper_messages_received_total", 0.0)
                 if received > 0 and first is None:
                     first = (at, received)
+                    # Every worker exists by now (the supervisor starts them together).
+                    ingest.pin_workers()
+                    pids = {
+                        **ingest.process_pids(),
+                        **_service_pids(bench, bench.broker),
+                        "bench": os.getpid(),
+                    }
                     cpu_at_first = {name: cpu_seconds(pid) for name, pid in pids.items()}
                     machine_at_first = machine_cpu()
                     if profile:
@@ -525,7 +654,7 @@ def _drain_ingest(
                 last = (at, received)
                 tick += POLL_INTERVAL_S
                 sleep_until(tick)
-            rss = peak_rss_kib(ingest.pid)
+            rss_by_process = ingest.peak_rss_by_process()
         finally:
             if profiler is not None:
                 _stop_profiler(profiler)
@@ -534,9 +663,10 @@ def _drain_ingest(
         if ingest.terminate() != 0:
             raise BenchError(f"ingest did not stop cleanly:\n{ingest.log_tail()}")
     assert first is not None
+    assert last is not None
     if received != messages or written != points or deadletters:
         raise BenchError(
-            f"pmkeeper counted {received:.0f}/{messages} messages, {written:.0f}/{points} "
+            f"{variant.name} counted {received:.0f}/{messages} messages, {written:.0f}/{points} "
             f"points and {deadletters:.0f} dead letters:\n{ingest.log_tail()}"
         )
     stored = stored_points(bench, bucket)
@@ -552,8 +682,12 @@ def _drain_ingest(
                 profile_path, f"pmkeeper ingest, QoS {qos}, {readings} reading(s)/message"
             )
         )
+    cpu_share = {name: round(used / seconds, 3) for name, used in cpu_used.items()}
+    if variant.workers > 1:
+        own = [name for name in pids if name == "supervisor" or name.startswith("worker")]
+        cpu_share = {"pmkeeper": round(sum(cpu_used[n] for n in own) / seconds, 3), **cpu_share}
     return Drain(
-        consumer="pmkeeper",
+        consumer=variant.name,
         qos=qos,
         readings=readings,
         run=backlog.run,
@@ -562,9 +696,19 @@ def _drain_ingest(
         seconds=seconds,
         msg_per_s=rate,
         points_per_s=rate * readings,
-        peak_rss_kib=rss,
+        peak_rss_kib=sum(rss_by_process.values()),
         publish_msg_per_s=backlog.publish_msg_per_s,
-        cpu_share={name: round(used / seconds, 3) for name, used in cpu_used.items()},
+        cpu_share=cpu_share,
+        workers=variant.workers,
+        per_worker=[
+            {
+                "messages": worker.received,
+                "first_s": round((worker.first_at or at) - first[0], 3),
+                "last_s": round((worker.last_change_at or at) - first[0], 3),
+            }
+            for worker in progress
+        ],
+        peak_rss_by_process=rss_by_process,
     )
 
 
@@ -614,56 +758,84 @@ def _stop_profiler(process: subprocess.Popen[bytes]) -> None:
 # --- latency --------------------------------------------------------------------------
 
 
-def latency_run(bench: Bench, broker: BenchBroker, qos: int, readings: int, rate: float) -> Latency:
+def latency_run(
+    bench: Bench,
+    broker: BenchBroker,
+    qos: int,
+    readings: int,
+    rate: float,
+    *,
+    variant: IngestVariant,
+) -> Latency:
     """Publish at `rate` for a while to a live ingest; read p50/p99 from its lag histogram."""
     messages = max(1, int(rate * bench.args.latency_seconds))
-    tag = f"lat-q{qos}r{readings}{'' if broker.tcp_nodelay else 'nagle'}-{uuid.uuid4().hex[:6]}"
+    publishers = bench.args.latency_publishers
+    tag = (
+        f"lat-w{variant.workers}q{qos}r{readings}{'' if broker.tcp_nodelay else 'nagle'}"
+        f"-{uuid.uuid4().hex[:6]}"
+    )
+    client_id = f"bench-ingest-{tag}"
     points = (LATENCY_ASSETS + messages) * readings
     with fresh_bucket(bench, "latency") as bucket:
-        ingest = ingest_child(bench, broker, qos, f"bench-ingest-{tag}", bucket)
-        with running(ingest):
-            ingest.wait_subscribed()
-            # Warm up: one message per asset, so auto-registration is not in the figure.
-            publish(
-                bench,
-                broker=broker,
-                messages=LATENCY_ASSETS,
-                readings=readings,
-                qos=qos,
-                assets=LATENCY_ASSETS,
-            )
-            _wait_received(bench, ingest, LATENCY_ASSETS)
-            before = ingest.metrics()
-            published = publish(
-                bench,
-                broker=broker,
-                messages=messages,
-                readings=readings,
-                qos=qos,
-                assets=LATENCY_ASSETS,
-                rate=rate,
-            )
-            after = _wait_received(bench, ingest, LATENCY_ASSETS + messages)
-            rss = peak_rss_kib(ingest.pid)
-            if ingest.terminate() != 0:
-                raise BenchError(f"ingest did not stop cleanly:\n{ingest.log_tail()}")
-        forget_session(broker, f"bench-ingest-{tag}")
+        ingest = ingest_child(bench, broker, qos, client_id, bucket, variant=variant)
+        if variant.workers > 1:
+            ingest.migrate_first()
+        try:
+            with running(ingest):
+                ingest.wait_subscribed()
+                # Warm up: one message per asset, so auto-registration is not in the figure.
+                publish(
+                    bench,
+                    broker=broker,
+                    messages=LATENCY_ASSETS,
+                    readings=readings,
+                    qos=qos,
+                    assets=LATENCY_ASSETS,
+                )
+                _wait_received(bench, ingest, LATENCY_ASSETS)
+                before = ingest.worker_metrics()
+                published = publish(
+                    bench,
+                    broker=broker,
+                    messages=messages,
+                    readings=readings,
+                    qos=qos,
+                    assets=LATENCY_ASSETS,
+                    rate=rate,
+                    processes=publishers,
+                )
+                _wait_received(bench, ingest, LATENCY_ASSETS + messages)
+                after_each = ingest.worker_metrics()
+                rss = ingest.peak_rss_kib()
+                if ingest.terminate() != 0:
+                    raise BenchError(f"ingest did not stop cleanly:\n{ingest.log_tail()}")
+        finally:
+            for session in session_ids(client_id, variant.workers):
+                forget_session(broker, session, variant.protocol)
+        after = sum_samples(after_each)
         written = after.get("pmkeeper_points_written_total", 0.0)
         if written != points or after.get("pmkeeper_deadletters_total", 0.0):
             raise BenchError(f"latency run wrote {written:.0f} of {points} points")
         stored = stored_points(bench, bucket)
         if stored != points:
             raise BenchError(f"influxd holds {stored} of {points} points in {bucket}")
+    received = "pmkeeper_messages_received_total"
+    per_worker = [
+        int(a.get(received, 0.0) - b.get(received, 0.0))
+        for a, b in zip(after_each, before, strict=True)
+    ]
     lag = subtract(
         cumulative_buckets(after, "pmkeeper_ingest_lag_seconds"),
-        cumulative_buckets(before, "pmkeeper_ingest_lag_seconds"),
+        cumulative_buckets(sum_samples(before), "pmkeeper_ingest_lag_seconds"),
     )
     write = subtract(
         cumulative_buckets(after, "pmkeeper_write_latency_seconds"),
-        cumulative_buckets(before, "pmkeeper_write_latency_seconds"),
+        cumulative_buckets(sum_samples(before), "pmkeeper_write_latency_seconds"),
     )
     p50, p99 = quantile(0.5, lag), quantile(0.99, lag)
     return Latency(
+        consumer=variant.name,
+        workers=variant.workers,
         qos=qos,
         readings=readings,
         tcp_nodelay=broker.tcp_nodelay,
@@ -677,6 +849,8 @@ def latency_run(bench: Bench, broker: BenchBroker, qos: int, readings: int, rate
         write_p50_ms=quantile(0.5, write).value * 1000,
         write_p99_ms=quantile(0.99, write).value * 1000,
         peak_rss_kib=rss,
+        per_worker_messages=per_worker,
+        publishers=publishers,
     )
 
 
@@ -694,6 +868,19 @@ def _wait_received(bench: Bench, ingest: IngestChild, messages: int) -> dict[str
 # --- figures ----------------------------------------------------------------------------
 
 
+def _consumer_rank(name: str) -> tuple[int, str]:
+    """Order the table: bare, bare-v311, pmkeeper, pmkeeper with workers, other variants."""
+    if name == "bare":
+        return (0, name)
+    if name.startswith("bare"):
+        return (1, name)
+    if name == "pmkeeper":
+        return (2, name)
+    if "workers" in name:
+        return (3, name)
+    return (4, name)
+
+
 def summarize(drains: Sequence[Drain]) -> list[Summary]:
     """Group drains by consumer and configuration; ratios are pmkeeper's median over bare's."""
     groups: dict[tuple[str, int, int], list[Drain]] = {}
@@ -701,14 +888,22 @@ def summarize(drains: Sequence[Drain]) -> list[Summary]:
         groups.setdefault((drain.consumer, drain.qos, drain.readings), []).append(drain)
     medians = {key: statistics.median(d.msg_per_s for d in group) for key, group in groups.items()}
     summaries = []
-    for (consumer, qos, readings), group in sorted(groups.items(), key=lambda item: item[0]):
+    for (consumer, qos, readings), group in sorted(
+        groups.items(), key=lambda item: (item[0][1], item[0][2], _consumer_rank(item[0][0]))
+    ):
         bare_median = medians.get(("bare", qos, readings))
         ratio = (
             medians[(consumer, qos, readings)] / bare_median
-            if consumer == "pmkeeper" and bare_median
+            if consumer.startswith("pmkeeper") and bare_median
             else None
         )
-        names = sorted({name for d in group for name in d.cpu_share})
+        names = list(dict.fromkeys(name for d in group for name in d.cpu_share))
+        workers = max(d.workers for d in group)
+        busiest = None
+        if workers > 1:
+            busiest = statistics.median(
+                max(w["messages"] for w in d.per_worker) / d.messages for d in group
+            )
         summaries.append(
             Summary(
                 consumer=consumer,
@@ -719,50 +914,52 @@ def summarize(drains: Sequence[Drain]) -> list[Summary]:
                 min_msg_per_s=min(d.msg_per_s for d in group),
                 max_msg_per_s=max(d.msg_per_s for d in group),
                 median_points_per_s=statistics.median(d.points_per_s for d in group),
+                min_points_per_s=min(d.points_per_s for d in group),
+                max_points_per_s=max(d.points_per_s for d in group),
                 peak_rss_kib=max(d.peak_rss_kib for d in group),
                 ratio_to_bare=ratio,
                 median_cpu_share={
                     name: round(statistics.median(d.cpu_share.get(name, 0.0) for d in group), 2)
                     for name in names
                 },
+                workers=workers,
+                busiest_worker_share=busiest,
             )
         )
     return summaries
 
 
 def judge(summaries: Sequence[Summary]) -> list[Target]:
-    """Compare the medians with the issue's targets."""
+    """Compare each pmkeeper consumer's medians with the issue's targets."""
     by_key = {(s.consumer, s.qos, s.readings): s for s in summaries}
+    consumers = list(dict.fromkeys(s.consumer for s in summaries if s.consumer.startswith("pmk")))
     targets: list[Target] = []
+    for consumer in consumers:
 
-    def add(name: str, required: float, summary: Summary | None, value: float | None) -> None:
-        measured = value if summary is not None else None
-        met = None if measured is None else measured >= required
-        targets.append(Target(name, required, measured, met))
+        def add(name: str, required: float, value: float | None, consumer: str = consumer) -> None:
+            met = None if value is None else value >= required
+            targets.append(Target(name, consumer, required, value, met))
 
-    qos0 = by_key.get(("pmkeeper", 0, 1))
-    add(
-        "QoS 0, 1 reading/message: messages/s",
-        TARGET_QOS0_MSG_PER_S,
-        qos0,
-        qos0.median_msg_per_s if qos0 else None,
-    )
-    for qos in (0, 1):
-        summary = by_key.get(("pmkeeper", qos, 1))
+        qos0 = by_key.get((consumer, 0, 1))
         add(
-            f"QoS {qos}, 1 reading/message: ratio to the bare subscriber",
-            TARGET_RATIO,
-            summary,
-            summary.ratio_to_bare if summary else None,
+            "QoS 0, 1 reading/message: messages/s",
+            TARGET_QOS0_MSG_PER_S,
+            qos0.median_msg_per_s if qos0 else None,
         )
-    for qos in (1, 0):
-        summary = by_key.get(("pmkeeper", qos, 10))
-        add(
-            f"QoS {qos}, 10 readings/message: points/s",
-            TARGET_POINTS_PER_S,
-            summary,
-            summary.median_points_per_s if summary else None,
-        )
+        for qos in (0, 1):
+            summary = by_key.get((consumer, qos, 1))
+            add(
+                f"QoS {qos}, 1 reading/message: ratio to the bare subscriber",
+                TARGET_RATIO,
+                summary.ratio_to_bare if summary else None,
+            )
+        for qos in (1, 0):
+            summary = by_key.get((consumer, qos, 10))
+            add(
+                f"QoS {qos}, 10 readings/message: points/s",
+                TARGET_POINTS_PER_S,
+                summary.median_points_per_s if summary else None,
+            )
     return targets
 
 
@@ -834,6 +1031,10 @@ def _k(value: float) -> str:
     return f"{value:,.0f}"
 
 
+def _shown(value: float, required: float) -> str:
+    return f"{value:.0%}" if required < 1 else _k(value)
+
+
 def render_markdown(result: Mapping[str, Any]) -> str:
     """Render the results as the markdown summary that goes into docs/benchmarks.md."""
     lines = []
@@ -852,8 +1053,12 @@ def render_markdown(result: Mapping[str, Any]) -> str:
         + ", ".join(f"`{k} {v}`" for k, v in result["broker_settings"].items())
         + ".",
         "",
-        "| consumer | QoS | readings/msg | runs | msg/s median (min-max) | points/s median "
-        "| ratio to bare | peak RSS | CPU during drain (cores) |",
+        f"The bare subscriber is ONE process. The ratio of a `{TIMES}N workers` row compares N "
+        "worker processes (plus their supervisor) with that one process.",
+        "",
+        "| consumer | QoS | readings/msg | runs | msg/s median (min-max) "
+        "| points/s median (min-max) | ratio to bare (1 process) | peak RSS "
+        "| CPU during drain (cores) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for s in result["summary"]:
@@ -862,41 +1067,52 @@ def render_markdown(result: Mapping[str, Any]) -> str:
         lines.append(
             f"| {s['consumer']} | {s['qos']} | {s['readings']} | {s['runs']} "
             f"| {_k(s['median_msg_per_s'])} ({_k(s['min_msg_per_s'])}-{_k(s['max_msg_per_s'])}) "
-            f"| {_k(s['median_points_per_s'])} | {ratio} | {s['peak_rss_kib'] / 1024:.0f} MiB "
-            f"| {cpu} |"
+            f"| {_k(s['median_points_per_s'])} "
+            f"({_k(s['min_points_per_s'])}-{_k(s['max_points_per_s'])}) "
+            f"| {ratio} | {s['peak_rss_kib'] / 1024:.0f} MiB | {cpu} |"
         )
-    lines += ["", "| target | required | measured | met |", "|---|---|---|---|"]
-    for t in result["targets"]:
-        required = t["required"]
-        measured = t["measured"]
-        if required < 1:
-            shown_required = f"≥ {required:.0%}"
-            shown = "not measured" if measured is None else f"{measured:.0%}"
-        else:
-            shown_required = f"≥ {_k(required)}"
-            shown = "not measured" if measured is None else _k(measured)
-        met = {True: "yes", False: "**no**", None: "-"}[t["met"]]
-        if t["met"] is False and measured is not None:
-            met += f" ({measured / required:.0%} of target)"
-        lines.append(f"| {t['name']} | {shown_required} | {shown} | {met} |")
+    consumers = list(dict.fromkeys(t["consumer"] for t in result["targets"]))
+    lines += [
+        "",
+        "| target | required | " + " | ".join(consumers) + " |",
+        "|---|---|" + "---|" * len(consumers),
+    ]
+    for name in dict.fromkeys(t["name"] for t in result["targets"]):
+        cells = []
+        required = next(t["required"] for t in result["targets"] if t["name"] == name)
+        for consumer in consumers:
+            target = next(
+                (t for t in result["targets"] if t["name"] == name and t["consumer"] == consumer),
+                None,
+            )
+            if target is None or target["measured"] is None:
+                cells.append("not measured")
+                continue
+            measured = target["measured"]
+            verdict = "yes" if target["met"] else f"**no** ({measured / required:.0%} of target)"
+            cells.append(f"{_shown(measured, required)}: {verdict}")
+        shown_required = f"≥ {_shown(required, required)}"
+        lines.append(f"| {name} | {shown_required} | " + " | ".join(cells) + " |")
     if result["latency"]:
         lines += [
             "",
             "| latency run | rate target (achieved) msg/s | messages | p50 ms | p99 ms "
-            "| write p50 / p99 ms |",
-            "|---|---|---|---|---|---|",
+            "| write p50 / p99 ms | messages per worker |",
+            "|---|---|---|---|---|---|---|",
         ]
         for lat in result["latency"]:
             nagle = "set_tcp_nodelay true" if lat["tcp_nodelay"] else "set_tcp_nodelay false"
             p50_lo, p50_hi = lat["p50_bucket_ms"]
             p99_lo, p99_hi = lat["p99_bucket_ms"]
+            split = " / ".join(_k(n) for n in lat["per_worker_messages"])
             lines.append(
-                f"| QoS {lat['qos']}, {lat['readings']} reading(s), {nagle} "
+                f"| {lat['consumer']}, QoS {lat['qos']}, {lat['readings']} reading(s), {nagle}, "
+                f"{lat['publishers']} publisher(s) "
                 f"| {_k(lat['target_msg_per_s'])} ({_k(lat['achieved_msg_per_s'])}) "
                 f"| {_k(lat['messages'])} "
                 f"| {lat['p50_ms']:.1f} (bucket {p50_lo:g}-{p50_hi:g}) "
                 f"| {lat['p99_ms']:.1f} (bucket {p99_lo:g}-{p99_hi:g}) "
-                f"| {lat['write_p50_ms']:.1f} / {lat['write_p99_ms']:.1f} |"
+                f"| {lat['write_p50_ms']:.1f} / {lat['write_p99_ms']:.1f} | {split} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -904,28 +1120,68 @@ def render_markdown(result: Mapping[str, Any]) -> str:
 def render_table(result: Mapping[str, Any]) -> str:
     """Render a plain-text table for the terminal."""
     rows = [
-        f"{'consumer':<9} {'QoS':>3} {'rd/msg':>6} {'runs':>4} {'msg/s med':>10} "
+        f"{'consumer':<22} {'QoS':>3} {'rd/msg':>6} {'runs':>4} {'msg/s med':>10} "
         f"{'min':>9} {'max':>9} {'points/s':>10} {'vs bare':>7} {'RSS MiB':>7}"
     ]
     for s in result["summary"]:
         ratio = "" if s["ratio_to_bare"] is None else f"{s['ratio_to_bare']:.0%}"
         rows.append(
-            f"{s['consumer']:<9} {s['qos']:>3} {s['readings']:>6} {s['runs']:>4} "
+            f"{s['consumer']:<22} {s['qos']:>3} {s['readings']:>6} {s['runs']:>4} "
             f"{_k(s['median_msg_per_s']):>10} {_k(s['min_msg_per_s']):>9} "
             f"{_k(s['max_msg_per_s']):>9} {_k(s['median_points_per_s']):>10} {ratio:>7} "
             f"{s['peak_rss_kib'] / 1024:>7.0f}"
         )
+    rows.append("(vs bare: against the bare subscriber, which is one process)")
     rows.append("")
     for t in result["targets"]:
         met = {True: "MET", False: "MISSED", None: "not measured"}[t["met"]]
-        rows.append(f"{met:<12} {t['name']} (required {t['required']:g}, got {t['measured']})")
+        rows.append(
+            f"{met:<12} {t['consumer']}: {t['name']} "
+            f"(required {t['required']:g}, got {t['measured']})"
+        )
     for lat in result["latency"]:
         rows.append(
-            f"latency QoS {lat['qos']} nodelay={lat['tcp_nodelay']} at "
+            f"latency {lat['consumer']} QoS {lat['qos']} nodelay={lat['tcp_nodelay']} at "
             f"{lat['achieved_msg_per_s']:.0f} msg/s: p50 {lat['p50_ms']:.1f} ms, "
             f"p99 {lat['p99_ms']:.1f} ms"
         )
     return "\n".join(rows)
+
+
+def run_latencies(bench: Bench, summaries: Sequence[Summary], mosquitto: str) -> list[Latency]:
+    """Run the latency runs: for each worker count at half its QoS 1 single-reading rate.
+
+    One worker: QoS 1, QoS 0, and QoS 1 against a broker with Nagle on. More workers:
+    QoS 1 only.
+    """
+    args = bench.args
+    latencies: list[Latency] = []
+    for workers in args.workers:
+        variant = next(v for v in ingest_variants(args, 1, profile=False) if v.workers == workers)
+        rate = args.latency_rate or next(
+            (
+                s.median_msg_per_s / 2
+                for s in summaries
+                if s.consumer == variant.name and s.qos == 1 and s.readings == 1
+            ),
+            0.0,
+        )
+        if not rate:
+            print(f"latency skipped for {variant.name}: no QoS 1 single-reading rate")
+            continue
+        qos_list = sorted(args.qos, reverse=True) if workers == 1 else [1]
+        for qos in qos_list:
+            if qos not in args.qos:
+                continue
+            latencies.append(latency_run(bench, bench.broker, qos, 1, rate, variant=variant))
+            print(f"latency: {latencies[-1]}", flush=True)
+        if workers == 1 and not args.no_nagle_comparison and 1 in args.qos:
+            nagle = BenchBroker(bench.root / "mosquitto-nagle", binary=mosquitto, tcp_nodelay=False)
+            with contextlib.closing(nagle):
+                nagle.start()
+                latencies.append(latency_run(bench, nagle, 1, 1, rate, variant=variant))
+            print(f"latency: {latencies[-1]}", flush=True)
+    return latencies
 
 
 # --- main -------------------------------------------------------------------------------
@@ -953,10 +1209,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--messages", type=int, default=200_000, help="backlog of 1-reading messages"
     )
     parser.add_argument(
-        "--messages-batch", type=int, default=50_000, help="backlog of 10-reading messages"
+        "--messages-batch", type=int, default=100_000, help="backlog of 10-reading messages"
     )
     parser.add_argument("--qos", type=int, nargs="+", choices=(0, 1), default=[0, 1])
     parser.add_argument("--readings", type=int, nargs="+", default=[1, 10])
+    parser.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        default=[1, 2],
+        help="measure `pmkeeper ingest --workers N` for each N (1 = the plain process)",
+    )
+    parser.add_argument(
+        "--no-ingest-v311",
+        dest="ingest_v311",
+        action="store_false",
+        help="skip pmkeeper (1 worker) with PMK_MQTT__PROTOCOL=3.1.1 (1-reading backlogs)",
+    )
     parser.add_argument(
         "--no-bare-v311",
         dest="bare_v311",
@@ -965,7 +1234,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--latency-seconds", type=float, default=10.0)
     parser.add_argument(
-        "--latency-rate", type=float, default=0.0, help="msg/s (default: half the QoS 1 rate)"
+        "--latency-rate",
+        type=float,
+        default=0.0,
+        help="msg/s (default: half the QoS 1 rate of each worker count)",
+    )
+    parser.add_argument(
+        "--latency-publishers",
+        type=int,
+        default=1,
+        help="paced publisher processes in latency runs",
     )
     parser.add_argument("--no-latency", action="store_true")
     parser.add_argument(
@@ -977,7 +1255,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--profile",
         action="store_true",
         help="after the matrix, drain once more per configuration under py-spy "
-        "(not counted in the figures) and print the hot spots",
+        "(single-process ingest only; not counted in the figures) and print the hot spots",
     )
     parser.add_argument(
         "--ingest-env",
@@ -999,6 +1277,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit("--ingest-env takes PMK_NAME=VALUE")
     if args.runs < 1 or args.messages < 1_000 or args.messages_batch < 1_000:
         raise SystemExit("--runs must be at least 1 and backlogs at least 1000 messages")
+    if any(not 1 <= w <= 64 for w in args.workers):
+        raise SystemExit("--workers takes counts between 1 and 64")
+    args.workers = sorted(set(args.workers))
     signal.signal(signal.SIGTERM, _raise_on_signal)
     started = time.monotonic()
     started_at = dt.datetime.now(dt.UTC)
@@ -1030,37 +1311,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for run in range(args.runs):
                     for drain in drain_run(bench, qos, readings, run, profile=False):
                         drains.append(drain)
+                        split = ""
+                        if drain.per_worker and drain.workers > 1:
+                            split = " split " + "/".join(
+                                f"{w['messages']:.0f}" for w in drain.per_worker
+                            )
                         print(
-                            f"{drain.consumer:<9} QoS {qos} readings {readings} run {run}: "
+                            f"{drain.consumer:<22} QoS {qos} readings {readings} run {run}: "
                             f"{drain.msg_per_s:,.0f} msg/s, {drain.points_per_s:,.0f} points/s "
                             f"({drain.seconds:.2f} s; published at "
-                            f"{drain.publish_msg_per_s:,.0f} msg/s; cpu {drain.cpu_share})",
+                            f"{drain.publish_msg_per_s:,.0f} msg/s; cpu {drain.cpu_share})"
+                            f"{split}",
                             flush=True,
                         )
         summaries = summarize(drains)
         if not args.no_latency:
-            rate = args.latency_rate or next(
-                (
-                    s.median_msg_per_s / 2
-                    for s in summaries
-                    if s.consumer == "pmkeeper" and s.qos == 1 and s.readings == 1
-                ),
-                0.0,
-            )
-            if rate:
-                for qos in sorted(args.qos, reverse=True):
-                    latencies.append(latency_run(bench, broker, qos, 1, rate))
-                    print(f"latency: {latencies[-1]}", flush=True)
-                if not args.no_nagle_comparison and 1 in args.qos:
-                    nagle = BenchBroker(
-                        root / "mosquitto-nagle", binary=mosquitto, tcp_nodelay=False
-                    )
-                    with contextlib.closing(nagle):
-                        nagle.start()
-                        latencies.append(latency_run(bench, nagle, 1, 1, rate))
-                    print(f"latency: {latencies[-1]}", flush=True)
-            else:
-                print("latency skipped: no QoS 1 single-reading rate and no --latency-rate")
+            latencies += run_latencies(bench, summaries, mosquitto)
         if args.profile:
             bench.profile_dir = root / "profiles"
             bench.profile_dir.mkdir()

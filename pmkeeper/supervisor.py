@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.settings import Settings
+from storage.db import create_engine_for, migrate
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,14 @@ class IngestSupervisor:
         ]
 
     def run(self, stop: threading.Event) -> None:
-        """Supervise until `stop` is set, then stop every worker gracefully."""
+        """Migrate once, supervise until `stop` is set, then stop every worker gracefully."""
+        # Workers migrate on start too; doing it here first keeps N of them from racing to
+        # create a fresh SQLite schema, which SQLite answers with "database is locked".
+        engine = create_engine_for(self._settings.database_url)
+        try:
+            migrate(engine)
+        finally:
+            engine.dispose()
         for worker in self._workers:
             self._spawn(worker)
         try:
