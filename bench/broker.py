@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import os
 import pwd
-import subprocess
 from pathlib import Path
 
-from tests.support.binaries import wait_for_port
 from tests.support.mosquitto import MOSQUITTO_CONF_TEMPLATE, MosquittoBroker
 
 _NODELAY_ON = "set_tcp_nodelay true"
@@ -62,34 +60,15 @@ class BenchBroker(MosquittoBroker):
             raise RuntimeError("broker not started")
         return self._process.pid
 
-    def start(self, timeout_s: float = 10.0) -> None:
-        """Write the benchmark config and start mosquitto; wait until it listens."""
-        if self.running:
-            return
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.conf_path.write_text(
-            broker_config(
-                {
-                    "port": self.port,
-                    "user": pwd.getpwuid(os.getuid()).pw_name,
-                    "data_dir": self.data_dir,
-                    "log_path": self.log_path,
-                },
-                tcp_nodelay=self.tcp_nodelay,
-                autosave_interval_s=self.autosave_interval_s,
-            )
+    def config_text(self) -> str:
+        """Return the test broker's config with QoS 0 queueing and the Nagle switch."""
+        return broker_config(
+            {
+                "port": self.port,
+                "user": pwd.getpwuid(os.getuid()).pw_name,
+                "data_dir": self.data_dir,
+                "log_path": self.log_path,
+            },
+            tcp_nodelay=self.tcp_nodelay,
+            autosave_interval_s=self.autosave_interval_s,
         )
-        if self._output is None:
-            self._output = (self.root / "mosquitto.out").open("ab")
-        self._process = subprocess.Popen(
-            [self.binary, "-c", str(self.conf_path)],
-            stdout=self._output,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-        try:
-            wait_for_port(self.port, timeout_s=timeout_s, host=self.host)
-        except TimeoutError as exc:
-            self.kill()
-            raise RuntimeError(f"mosquitto did not start:\n{self.log_tail()}") from exc

@@ -87,19 +87,21 @@ class MosquittoBroker:
         """Tell whether the mosquitto process is alive."""
         return self._process is not None and self._process.poll() is None
 
+    def config_text(self) -> str:
+        """Return this broker's mosquitto.conf."""
+        return MOSQUITTO_CONF_TEMPLATE.format(
+            port=self.port,
+            user=pwd.getpwuid(os.getuid()).pw_name,
+            data_dir=self.data_dir,
+            log_path=self.log_path,
+        )
+
     def start(self, timeout_s: float = 10.0) -> None:
         """Write the config and start mosquitto (again, on the same port); wait until it listens."""
         if self.running:
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.conf_path.write_text(
-            MOSQUITTO_CONF_TEMPLATE.format(
-                port=self.port,
-                user=pwd.getpwuid(os.getuid()).pw_name,
-                data_dir=self.data_dir,
-                log_path=self.log_path,
-            )
-        )
+        self.conf_path.write_text(self.config_text())
         _live_brokers.add(self)
         if self._output is None:
             # Start-up errors go to stderr before log_dest is read.
