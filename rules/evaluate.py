@@ -1,0 +1,292 @@
+"""The pure rule evaluator: `evaluate(rule, state, ts_ms, value)` and `tick(rule, state, now_ms)`.
+
+Time is always passed in: readings carry their event time and the timer passes its own.
+Nothing here reads the clock or does I/O, so replaying history gives the live answer.
+"""
+
+from __future__ import annotations
+
+from bisect import insort
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+
+from rules.model import Band, Comparison, NoData, RateOfChange, Rolling, Rule, Threshold, Trend
+
+# Rules without a window keep this many recent readings as evidence for the alert.
+EVIDENCE_POINTS = 20
+
+Point = tuple[int, float]
+
+
+class Status(StrEnum):
+    """Where a (rule, asset, metric) key stands."""
+
+    INACTIVE = "inactive"
+    PENDING = "pending"
+    FIRING = "firing"
+    RESOLVED = "resolved"
+
+
+@dataclass(frozen=True, slots=True)
+class RuleState:
+    """Everything the evaluator remembers about one key; persisted between restarts."""
+
+    status: Status = Status.INACTIVE
+    last_ts_ms: int | None = None
+    pending_since_ms: int | None = None
+    firing_since_ms: int | None = None
+    clear_since_ms: int | None = None
+    episode: int = 0
+    window: tuple[Point, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RulePending:
+    """The condition started to hold; the rule waits `hold_for` before firing."""
+
+    at: datetime
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class RuleFired:
+    """The rule fired: the alert and its evidence."""
+
+    at: datetime
+    episode: int
+    value: float
+    threshold: float | None
+    evidence: tuple[Point, ...]
+    predicted_crossing_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RuleCancelled:
+    """A pending rule went back to inactive: the condition recovered, or readings stopped."""
+
+    at: datetime
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RuleResolved:
+    """A firing rule cleared (after its quiet period)."""
+
+    at: datetime
+    episode: int
+
+
+Event = RulePending | RuleFired | RuleCancelled | RuleResolved
+
+
+@dataclass(frozen=True, slots=True)
+class _Assessment:
+    bad: bool
+    clear: bool
+    value: float
+    threshold: float | None
+    predicted_ms: int | None = None
+
+
+def _at(ts_ms: int) -> datetime:
+    return datetime.fromtimestamp(ts_ms / 1000, tz=UTC)
+
+
+def _ms(duration: timedelta) -> int:
+    return int(duration / timedelta(milliseconds=1))
+
+
+def _window_ms(rule: Rule) -> int | None:
+    condition = rule.condition
+    if isinstance(condition, RateOfChange | Rolling | Trend):
+        return _ms(condition.window)
+    return None
+
+
+def _with_point(
+    rule: Rule, window: tuple[Point, ...], ts_ms: int, value: float
+) -> tuple[Point, ...]:
+    """Insert a reading in time order (replacing one at the same time) and trim the window."""
+    points = [p for p in window if p[0] != ts_ms]
+    insort(points, (ts_ms, value))
+    span = _window_ms(rule)
+    if span is None:
+        return tuple(points[-EVIDENCE_POINTS:])
+    newest = points[-1][0]
+    return tuple(p for p in points if p[0] > newest - span)
+
+
+def _past(comparison: Comparison, value: float, threshold: float) -> bool:
+    return value > threshold if comparison is Comparison.ABOVE else value < threshold
+
+
+def _cleared(comparison: Comparison, value: float, clear: float) -> bool:
+    return value <= clear if comparison is Comparison.ABOVE else value >= clear
+
+
+def _assess(rule: Rule, window: tuple[Point, ...], value: float) -> _Assessment:
+    condition = rule.condition
+    if isinstance(condition, Threshold):
+        clear = condition.threshold if condition.clear is None else condition.clear
+        return _Assessment(
+            _past(condition.comparison, value, condition.threshold),
+            _cleared(condition.comparison, value, clear),
+            value,
+            condition.threshold,
+        )
+    if isinstance(condition, Band):
+        low = condition.low if condition.clear_low is None else condition.clear_low
+        high = condition.high if condition.clear_high is None else condition.clear_high
+        bad = value < condition.low or value > condition.high
+        nearest = condition.low if value < condition.low else condition.high
+        return _Assessment(bad, low <= value <= high, value, nearest)
+    if isinstance(condition, Rolling):
+        values = [v for _, v in window]
+        aggregate = sum(values) / len(values) if condition.aggregate == "mean" else max(values)
+        clear = condition.threshold if condition.clear is None else condition.clear
+        return _Assessment(
+            _past(condition.comparison, aggregate, condition.threshold),
+            _cleared(condition.comparison, aggregate, clear),
+            aggregate,
+            condition.threshold,
+        )
+    if isinstance(condition, RateOfChange):
+        (first_ts, first), (last_ts, last) = window[0], window[-1]
+        if last_ts == first_ts:
+            return _Assessment(False, True, 0.0, condition.threshold)
+        rate = (last - first) / ((last_ts - first_ts) / 1000)
+        bad = _past(condition.comparison, rate, condition.threshold)
+        return _Assessment(bad, not bad, rate, condition.threshold)
+    if isinstance(condition, Trend):
+        return _assess_trend(condition, window, value)
+    # NoData: a reading is data, so the condition is clear; the timer decides the rest.
+    return _Assessment(False, True, value, None)
+
+
+def _assess_trend(condition: Trend, window: tuple[Point, ...], value: float) -> _Assessment:
+    """Fit a least-squares line; bad when it reaches the threshold within the horizon."""
+    if len(window) < condition.min_points:
+        return _Assessment(False, True, value, condition.threshold)
+    origin = window[0][0]
+    xs = [(ts - origin) / 1000 for ts, _ in window]
+    ys = [v for _, v in window]
+    n = len(xs)
+    mean_x, mean_y = sum(xs) / n, sum(ys) / n
+    spread = sum((x - mean_x) ** 2 for x in xs)
+    if spread == 0:
+        return _Assessment(False, True, value, condition.threshold)
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / spread
+    fitted_now = mean_y + slope * (xs[-1] - mean_x)
+    now_ms = window[-1][0]
+    threshold = condition.threshold
+    if _past(condition.comparison, fitted_now, threshold) or fitted_now == threshold:
+        crossing_ms: int | None = now_ms
+    else:
+        rising = condition.comparison is Comparison.ABOVE
+        heading_there = slope > 0 if rising else slope < 0
+        crossing_ms = (
+            now_ms + int((threshold - fitted_now) / slope * 1000) if heading_there else None
+        )
+    bad = crossing_ms is not None and crossing_ms - now_ms <= _ms(condition.horizon)
+    return _Assessment(bad, not bad, fitted_now, threshold, crossing_ms if bad else None)
+
+
+def evaluate(
+    rule: Rule, state: RuleState, ts_ms: int, value: float
+) -> tuple[RuleState, list[Event]]:
+    """Apply one reading at event time `ts_ms`; return the new state and what happened."""
+    last = state.last_ts_ms
+    if last is not None and ts_ms <= last:
+        if ts_ms < last - _ms(rule.lateness) or (ts_ms, value) in state.window:
+            return state, []  # too late, or a duplicate: stored elsewhere, changes nothing
+        # Late but within the allowed lateness: it fills the window, it does not rewind.
+        return replace(state, window=_with_point(rule, state.window, ts_ms, value)), []
+    events: list[Event] = []
+    if state.status is Status.PENDING and last is not None and ts_ms - last > _ms(rule.max_gap):
+        events.append(RuleCancelled(_at(ts_ms), "gap"))
+        state = replace(state, status=Status.INACTIVE, pending_since_ms=None)
+    window = _with_point(rule, state.window, ts_ms, value)
+    state = replace(state, last_ts_ms=ts_ms, window=window)
+    assessment = _assess(rule, window, value)
+    new_state, step_events = _step(rule, state, ts_ms, assessment)
+    return new_state, events + step_events
+
+
+def _step(
+    rule: Rule, state: RuleState, ts_ms: int, assessment: _Assessment
+) -> tuple[RuleState, list[Event]]:
+    hold_ms = _ms(rule.hold_for)
+    if state.status in (Status.INACTIVE, Status.RESOLVED):
+        if not assessment.bad:
+            return state, []
+        if hold_ms == 0:
+            return _fire(state, ts_ms, assessment)
+        pending = replace(state, status=Status.PENDING, pending_since_ms=ts_ms)
+        return pending, [RulePending(_at(ts_ms), assessment.value)]
+    if state.status is Status.PENDING:
+        since = state.pending_since_ms if state.pending_since_ms is not None else ts_ms
+        if not assessment.bad:
+            cancelled = replace(state, status=Status.INACTIVE, pending_since_ms=None)
+            return cancelled, [RuleCancelled(_at(ts_ms), "recovered")]
+        if ts_ms - since >= hold_ms:
+            return _fire(state, since + hold_ms, assessment)
+        return state, []
+    # Firing: only the clear side of the hysteresis band (for the quiet period) resolves it.
+    if not assessment.clear:
+        if state.clear_since_ms is None:
+            return state, []
+        return replace(state, clear_since_ms=None), []
+    quiet_ms = _ms(rule.quiet_period)
+    clear_since = state.clear_since_ms if state.clear_since_ms is not None else ts_ms
+    if ts_ms - clear_since >= quiet_ms:
+        return _resolve(state, clear_since + quiet_ms)
+    return replace(state, clear_since_ms=clear_since), []
+
+
+def _fire(state: RuleState, at_ms: int, assessment: _Assessment) -> tuple[RuleState, list[Event]]:
+    episode = state.episode + 1
+    fired = replace(
+        state,
+        status=Status.FIRING,
+        pending_since_ms=None,
+        firing_since_ms=at_ms,
+        clear_since_ms=None,
+        episode=episode,
+    )
+    predicted = None if assessment.predicted_ms is None else _at(assessment.predicted_ms)
+    event = RuleFired(
+        _at(at_ms), episode, assessment.value, assessment.threshold, state.window, predicted
+    )
+    return fired, [event]
+
+
+def _resolve(state: RuleState, at_ms: int) -> tuple[RuleState, list[Event]]:
+    resolved = replace(state, status=Status.RESOLVED, firing_since_ms=None, clear_since_ms=None)
+    return resolved, [RuleResolved(_at(at_ms), state.episode)]
+
+
+def tick(rule: Rule, state: RuleState, now_ms: int) -> tuple[RuleState, list[Event]]:
+    """Advance timers without a reading: `for` expiry, quiet periods and no-data."""
+    last = state.last_ts_ms
+    if last is None:
+        return state, []
+    if state.status is Status.PENDING and state.pending_since_ms is not None:
+        if now_ms - last > _ms(rule.max_gap):
+            cancelled = replace(state, status=Status.INACTIVE, pending_since_ms=None)
+            return cancelled, [RuleCancelled(_at(last + _ms(rule.max_gap)), "gap")]
+        due = state.pending_since_ms + _ms(rule.hold_for)
+        if now_ms >= due:
+            value = state.window[-1][1] if state.window else 0.0
+            threshold = getattr(rule.condition, "threshold", None)
+            return _fire(state, due, _Assessment(True, False, value, threshold))
+        return state, []
+    if state.status is Status.FIRING and state.clear_since_ms is not None:
+        due = state.clear_since_ms + _ms(rule.quiet_period)
+        return _resolve(state, due) if now_ms >= due else (state, [])
+    if isinstance(rule.condition, NoData) and state.status is not Status.FIRING:
+        due = last + _ms(rule.condition.silence) + _ms(rule.hold_for)
+        if now_ms >= due:
+            value = state.window[-1][1] if state.window else 0.0
+            return _fire(state, due, _Assessment(True, False, value, None))
+    return state, []
