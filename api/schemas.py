@@ -11,6 +11,7 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 from core.assets import ASSET_ID_PATTERN, Asset, Criticality
 from core.deadletters import DeadLetter
 from core.telemetry import TelemetryBucket, TelemetryPoint
+from rules.model import Rule
 
 MAX_TAGS = 50
 MAX_TAG_KEY = 100
@@ -218,3 +219,23 @@ class ReadinessRead(BaseModel):
 
     status: Literal["ok", "unavailable"]
     checks: dict[str, bool]
+
+
+class RuleCreate(Rule):
+    """A rule definition, as created or replaced (see docs/rules.md for its semantics)."""
+
+
+class RuleRead(Rule):
+    """A stored rule."""
+
+    @classmethod
+    def from_rule(cls, rule: Rule) -> RuleRead:
+        """Return the API view of a rule."""
+        return cls.model_validate(rule.model_dump())
+
+
+class RuleListRead(BaseModel):
+    """A page of rules ordered by id; pass `next_cursor` as `cursor` for the next page."""
+
+    items: list[RuleRead]
+    next_cursor: str | None

@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry
 from core.auth import TokenAuthenticator
 from core.clock import Clock, SystemClock
 from core.ports import AssetRepository, DeadLetterRepository, TelemetryStore
+from rules.ports import RuleRepository
 
 
 @dataclass
@@ -20,6 +21,7 @@ class ApiServices:
     deadletters: DeadLetterRepository
     telemetry: TelemetryStore
     tokens: TokenAuthenticator
+    rules: RuleRepository
     metrics_registry: CollectorRegistry
     readiness_checks: dict[str, Callable[[], bool]] = field(default_factory=dict)
     clock: Clock = field(default_factory=SystemClock)

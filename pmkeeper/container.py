@@ -22,7 +22,12 @@ from ingest.payloads import PayloadDecoder
 from ingest.worker import IngestWorker
 from pmkeeper.embedded_broker import EmbeddedBroker
 from storage.db import create_engine_for, migrate
-from storage.repositories import SqlAssetRepository, SqlDeadLetterRepository, SqlTokenRepository
+from storage.repositories import (
+    SqlAssetRepository,
+    SqlDeadLetterRepository,
+    SqlRuleRepository,
+    SqlTokenRepository,
+)
 from storage.telemetry_influx import InfluxTelemetryStore
 from storage.telemetry_sqlite import SqliteTelemetryStore
 
@@ -59,6 +64,7 @@ class Container:
     assets: SqlAssetRepository
     deadletters: SqlDeadLetterRepository
     tokens: SqlTokenRepository
+    rules: SqlRuleRepository
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
     @classmethod
@@ -76,6 +82,7 @@ class Container:
             assets=SqlAssetRepository(engine, clock),
             deadletters=SqlDeadLetterRepository(engine),
             tokens=SqlTokenRepository(engine),
+            rules=SqlRuleRepository(engine, clock),
         )
 
     def close(self) -> None:
@@ -150,6 +157,7 @@ class ApiRole:
             deadletters=container.deadletters,
             telemetry=container.telemetry,
             tokens=container.tokens,
+            rules=container.rules,
             metrics_registry=container.registry,
             readiness_checks=readiness,
             clock=container.clock,

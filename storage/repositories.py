@@ -1,4 +1,4 @@
-"""SQL repositories for assets, dead letters and API tokens (SQLite and PostgreSQL)."""
+"""SQL repositories for assets, dead letters, API tokens and rules (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError as PydanticValidationError
-from sqlalchemy import Connection, Engine, Insert, RowMapping, func, insert, select, update
+from sqlalchemy import Connection, Engine, Insert, RowMapping, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
@@ -20,7 +20,8 @@ from core.auth import ApiToken, Role, TokenInfo
 from core.clock import Clock, SystemClock
 from core.deadletters import DeadLetter
 from core.errors import ConflictError, NotFoundError, ValidationError
-from storage.tables import api_tokens, assets, dead_letters
+from rules.model import Rule
+from storage.tables import api_tokens, assets, dead_letters, rules
 
 log = logging.getLogger(__name__)
 
@@ -289,3 +290,68 @@ def _token_from_row(row: RowMapping) -> ApiToken:
         created_at=row["created_at"],
         revoked_at=row["revoked_at"],
     )
+
+
+class SqlRuleRepository:
+    """Rule definitions in a SQL database, each kept whole as validated JSON."""
+
+    def __init__(self, engine: Engine, clock: Clock | None = None) -> None:
+        self._engine = engine
+        self._clock = clock or SystemClock()
+
+    def add(self, rule: Rule) -> Rule:
+        """Insert a new rule; raise ConflictError if the id exists."""
+        now = self._clock.now()
+        row = {**_rule_row(rule), "created_at": now, "updated_at": now}
+        try:
+            with self._engine.begin() as connection:
+                connection.execute(insert(rules).values(row))
+        except IntegrityError as exc:
+            raise ConflictError(f"rule {rule.id!r} already exists", rule_id=rule.id) from exc
+        return rule
+
+    def get(self, rule_id: str) -> Rule:
+        """Return a rule; raise NotFoundError if absent."""
+        with self._engine.connect() as connection:
+            row = connection.execute(
+                select(rules.c.definition).where(rules.c.id == rule_id)
+            ).first()
+        if row is None:
+            raise NotFoundError(f"rule {rule_id!r} not found", rule_id=rule_id)
+        return Rule.model_validate(row.definition)
+
+    def replace(self, rule: Rule) -> Rule:
+        """Replace a rule's whole definition; raise NotFoundError if absent."""
+        with self._engine.begin() as connection:
+            result = connection.execute(
+                update(rules)
+                .where(rules.c.id == rule.id)
+                .values(**_rule_row(rule), updated_at=self._clock.now())
+            )
+        if result.rowcount == 0:
+            raise NotFoundError(f"rule {rule.id!r} not found", rule_id=rule.id)
+        return rule
+
+    def delete(self, rule_id: str) -> None:
+        """Delete a rule; raise NotFoundError if absent."""
+        with self._engine.begin() as connection:
+            result = connection.execute(delete(rules).where(rules.c.id == rule_id))
+        if result.rowcount == 0:
+            raise NotFoundError(f"rule {rule_id!r} not found", rule_id=rule_id)
+
+    def list(self, *, after_id: str | None = None, limit: int = 100) -> builtins.list[Rule]:
+        """Return rules ordered by id, after `after_id` (keyset pagination)."""
+        query = select(rules.c.definition).order_by(rules.c.id).limit(limit)
+        if after_id is not None:
+            query = query.where(rules.c.id > after_id)
+        with self._engine.connect() as connection:
+            return [Rule.model_validate(row.definition) for row in connection.execute(query)]
+
+
+def _rule_row(rule: Rule) -> dict[str, Any]:
+    return {
+        "id": rule.id,
+        "name": rule.name,
+        "definition": rule.model_dump(mode="json"),
+        "enabled": rule.enabled,
+    }

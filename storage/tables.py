@@ -113,3 +113,16 @@ api_tokens = Table(
     Column("created_at", UtcDateTime(), nullable=False),
     Column("revoked_at", UtcDateTime()),
 )
+
+rules = Table(
+    "rules",
+    metadata,
+    # Bytewise collation, like asset ids, so keyset pages agree on SQLite and PostgreSQL.
+    Column("id", AssetId, primary_key=True),
+    Column("name", String(200), nullable=False),
+    # The whole definition as validated JSON: conditions evolve without a migration each.
+    Column("definition", JsonDocument, nullable=False),
+    Column("enabled", Boolean(), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+)

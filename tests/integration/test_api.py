@@ -24,7 +24,12 @@ from core.telemetry import (
     datetime_to_ms,
 )
 from storage.db import create_engine_for, migrate
-from storage.repositories import SqlAssetRepository, SqlDeadLetterRepository, SqlTokenRepository
+from storage.repositories import (
+    SqlAssetRepository,
+    SqlDeadLetterRepository,
+    SqlRuleRepository,
+    SqlTokenRepository,
+)
 from tests.fakes import InMemoryTelemetryStore
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -66,6 +71,7 @@ def build_api(url: str, routers: Sequence[APIRouter] = ()) -> Iterator[Api]:
         deadletters=deadletters,
         telemetry=telemetry,
         tokens=token_repo,
+        rules=SqlRuleRepository(engine, clock),
         metrics_registry=registry,
         readiness_checks=readiness,
         clock=clock,

@@ -76,12 +76,12 @@ def test_migrations_run_from_empty_and_are_idempotent(empty_database_url: str) -
         migrate(engine)
         migrate(engine)
         tables = set(inspect(engine).get_table_names())
-        assert {"assets", "dead_letters", "api_tokens", "alembic_version"} <= tables
+        assert {"assets", "dead_letters", "api_tokens", "rules", "alembic_version"} <= tables
         indexes = {ix["name"] for ix in inspect(engine).get_indexes("assets")}
         assert {"ix_assets_site", "ix_assets_type"} <= indexes
         with engine.connect() as connection:
             versions = connection.exec_driver_sql("SELECT version_num FROM alembic_version").all()
-        assert [v[0] for v in versions] == ["0001"]
+        assert [v[0] for v in versions] == ["0002"]  # the newest migration
     finally:
         engine.dispose()
 
