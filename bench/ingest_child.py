@@ -21,10 +21,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from tests.support.binaries import free_port, wait_for_port
 from tests.support.polling import wait_until
+from tests.support.processes import parse_metrics
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -120,16 +119,6 @@ def sum_samples(scrapes: Sequence[Mapping[str, float]]) -> dict[str, float]:
         for name, value in samples.items():
             total[name] = total.get(name, 0.0) + value
     return total
-
-
-def parse_metrics(text: str) -> dict[str, float]:
-    """Parse Prometheus text into {sample name with sorted labels: value}."""
-    samples: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
-            samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
-    return samples
 
 
 class IngestChild:

@@ -17,10 +17,9 @@ from typing import Any, Final, NoReturn
 
 from core.assets import ASSET_ID_PATTERN
 from core.settings import IngestSettings
-from core.telemetry import Reading
+from core.telemetry import METRIC_NAME_PATTERN, Reading
 
 DEFAULT_TOPIC_PATTERN: Final = "pmk/+/telemetry"
-METRIC_NAME_PATTERN: Final = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
 # Field names InfluxDB and the SQL store give a meaning of their own. The check
 # ignores case, because InfluxQL keywords are case-insensitive.
 RESERVED_METRIC_NAMES: Final = frozenset({"time"})

@@ -8,6 +8,10 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from core.telemetry import METRIC_NAME_PATTERN
+
+RULE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+
 
 class Severity(StrEnum):
     """How bad a firing rule is; maps onto work-order priority."""
@@ -34,7 +38,7 @@ class _Frozen(BaseModel):
 class Selector(_Frozen):
     """Which series a rule watches: one metric of one asset, a type, a site or tagged assets."""
 
-    metric: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+    metric: str = Field(pattern=METRIC_NAME_PATTERN)
     asset_id: str | None = None
     asset_type: str | None = None
     site: str | None = None
@@ -141,7 +145,7 @@ Condition = Annotated[
 class Rule(_Frozen):
     """A watched series, a condition, and the timing that keeps it from flapping."""
 
-    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+    id: str = Field(pattern=RULE_ID_PATTERN)
     name: str = Field(min_length=1, max_length=200)
     selector: Selector
     condition: Condition

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request, Response
 
 from api.dependencies import Planner, Services, Viewer
+from api.pagination import keyset_page
 from api.problems import problem_responses
 from api.schemas import AssetCreate, AssetListRead, AssetRead, AssetUpdate
 from core.assets import ASSET_ID_PATTERN
@@ -42,10 +43,8 @@ def list_assets(
     ] = None,
 ) -> AssetListRead:
     """List assets ordered by id, optionally of one site and type, a page at a time."""
-    # One extra row tells whether another page exists without a COUNT.
     page = services.assets.list(site=site, type=asset_type, after_id=cursor, limit=limit + 1)
-    items = page[:limit]
-    next_cursor = items[-1].id if len(page) > limit else None
+    items, next_cursor = keyset_page(page, limit, lambda asset: asset.id)
     return AssetListRead(items=[AssetRead.from_asset(a) for a in items], next_cursor=next_cursor)
 
 

@@ -7,15 +7,16 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request, Response
 
 from api.dependencies import Planner, Services, Viewer
+from api.pagination import keyset_page
 from api.problems import problem_responses
 from api.schemas import RuleCreate, RuleListRead, RuleRead
 from core.errors import ValidationError
-from rules.model import Rule
+from rules.model import RULE_ID_PATTERN, Rule
 
 router = APIRouter(prefix="/rules", tags=["rules"])
 
 MAX_PAGE = 500
-RuleIdPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
+RuleIdPath = Annotated[str, Path(pattern=RULE_ID_PATTERN)]
 
 
 @router.post("", status_code=201, responses=problem_responses(409))
@@ -37,8 +38,7 @@ def list_rules(
 ) -> RuleListRead:
     """List rules ordered by id, a page at a time."""
     page = services.rules.list(after_id=cursor, limit=limit + 1)
-    items = page[:limit]
-    next_cursor = items[-1].id if len(page) > limit else None
+    items, next_cursor = keyset_page(page, limit, lambda rule: rule.id)
     return RuleListRead(items=[RuleRead.from_rule(r) for r in items], next_cursor=next_cursor)
 
 

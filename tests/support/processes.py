@@ -17,6 +17,16 @@ from tests.support.binaries import free_port, wait_for_port
 from tests.support.polling import wait_until
 
 
+def parse_metrics(text: str) -> dict[str, float]:
+    """Parse Prometheus text into {sample name with sorted labels: value}."""
+    samples: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return samples
+
+
 class PmkeeperProcess:
     """One `pmkeeper <command>` child with its own environment, log file and metrics port."""
 
@@ -63,13 +73,7 @@ class PmkeeperProcess:
         """Scrape /metrics into {sample name (with labels): value}."""
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         with urllib.request.urlopen(url, timeout=5) as response:
-            text = response.read().decode()
-        samples: dict[str, float] = {}
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
-                samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
-        return samples
+            return parse_metrics(response.read().decode())
 
     def metric(self, name: str) -> float:
         """Return one sample's value, 0 when the child does not answer or has none yet."""

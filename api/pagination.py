@@ -1,0 +1,19 @@
+"""Keyset pagination shared by the collection routes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def keyset_page(
+    rows: Sequence[T], limit: int, key: Callable[[T], str]
+) -> tuple[list[T], str | None]:
+    """Split `limit + 1` fetched rows into a page and the cursor of the next one, if any.
+
+    Fetching one extra row tells whether another page exists without a COUNT.
+    """
+    items = list(rows[:limit])
+    return items, (key(items[-1]) if len(rows) > limit else None)
