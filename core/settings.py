@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
@@ -114,6 +115,23 @@ class IngestSettings(BaseModel):
     workers: int = Field(default=1, ge=1, le=64)
 
 
+class RulesSettings(BaseModel):
+    """The rules engine inside ingest: timers, refresh and alert damping."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    # How often the timer checks `for` expiries, quiet periods and silences (no data).
+    tick_interval_s: float = Field(default=1.0, gt=0, le=60)
+    # How often rule definitions and asset attributes are re-read from the database.
+    refresh_s: float = Field(default=5.0, gt=0, le=3600)
+    # A re-fire this soon after the key's alert cleared reopens it as flapping, unpaged.
+    flap_window: timedelta = timedelta(minutes=15)
+    # A re-fire this soon after its predictive work order was resolved reopens the order
+    # and counts a repeat failure.
+    reopen_window: timedelta = timedelta(days=7)
+
+
 class Settings(BaseSettings):
     """Everything pmkeeper can be configured with."""
 
@@ -129,6 +147,7 @@ class Settings(BaseSettings):
     database: DatabaseSettings = DatabaseSettings()
     api: ApiSettings = ApiSettings()
     ingest: IngestSettings = IngestSettings()
+    rules: RulesSettings = RulesSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -7,6 +7,7 @@ Nothing here reads the clock or does I/O, so replaying history gives the live an
 from __future__ import annotations
 
 from bisect import insort
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -89,32 +90,73 @@ class _Assessment:
     predicted_ms: int | None = None
 
 
-def _at(ts_ms: int) -> datetime:
+def to_datetime(ts_ms: int) -> datetime:
+    """Return the aware UTC datetime of epoch milliseconds."""
     return datetime.fromtimestamp(ts_ms / 1000, tz=UTC)
+
+
+_at = to_datetime
 
 
 def _ms(duration: timedelta) -> int:
     return int(duration / timedelta(milliseconds=1))
 
 
-def _window_ms(rule: Rule) -> int | None:
+def window_ms(rule: Rule) -> int | None:
+    """Return how far back, in ms, the rule's condition looks; None for single readings."""
     condition = rule.condition
     if isinstance(condition, RateOfChange | Rolling | Trend):
         return _ms(condition.window)
     return None
 
 
+def durable(state: RuleState) -> tuple[Status, int | None, int | None, int | None, int]:
+    """Return the part of a state worth persisting: everything but the rebuildable window."""
+    return (
+        state.status,
+        state.pending_since_ms,
+        state.firing_since_ms,
+        state.clear_since_ms,
+        state.episode,
+    )
+
+
+def warm(rule: Rule, state: RuleState, points: Sequence[Point]) -> RuleState:
+    """Refill a state's window from stored history after a restart, changing nothing else.
+
+    No event comes out: what those readings caused was decided, and persisted, before.
+    """
+    if not points:
+        return state
+    merged = dict(points)
+    merged.update(state.window)  # what the live state already holds wins
+    window = _trimmed(rule, sorted(merged.items()))
+    newest = max(window[-1][0], state.last_ts_ms or window[-1][0])
+    return replace(state, window=window, last_ts_ms=newest)
+
+
 def _with_point(
     rule: Rule, window: tuple[Point, ...], ts_ms: int, value: float
 ) -> tuple[Point, ...]:
     """Insert a reading in time order (replacing one at the same time) and trim the window."""
-    points = [p for p in window if p[0] != ts_ms]
-    insort(points, (ts_ms, value))
-    span = _window_ms(rule)
+    if not window or ts_ms > window[-1][0]:
+        points = [*window, (ts_ms, value)]  # the usual case: in order, no search
+    else:
+        points = [p for p in window if p[0] != ts_ms]
+        insort(points, (ts_ms, value))
+    return _trimmed(rule, points)
+
+
+def _trimmed(rule: Rule, points: list[Point]) -> tuple[Point, ...]:
+    """Keep what the rule's condition looks at: its window, or the last evidence points."""
+    span = window_ms(rule)
     if span is None:
         return tuple(points[-EVIDENCE_POINTS:])
-    newest = points[-1][0]
-    return tuple(p for p in points if p[0] > newest - span)
+    oldest = points[-1][0] - span
+    start = 0
+    while points[start][0] <= oldest:
+        start += 1
+    return tuple(points[start:])
 
 
 def _past(comparison: Comparison, value: float, threshold: float) -> bool:

@@ -1,9 +1,16 @@
-"""Ports the rules engine needs: where rule definitions are kept."""
+"""Ports the rules engine needs: rule definitions, states, alerts and work orders."""
 
 from __future__ import annotations
 
+import builtins
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Protocol
 
+from core.workorders import NewWorkOrder, WorkOrder, WorkOrderKind, WorkOrderStatus
+from rules.alerting import Alert, AlertStatus
+from rules.engine import KeyedOutcome, StateKey
+from rules.evaluate import RuleState
 from rules.model import Rule
 
 
@@ -26,6 +33,83 @@ class RuleRepository(Protocol):
         """Delete a rule; raise NotFoundError if absent."""
         ...
 
-    def list(self, *, after_id: str | None = None, limit: int = 100) -> list[Rule]:
+    def list(self, *, after_id: str | None = None, limit: int = 100) -> builtins.list[Rule]:
         """Return rules ordered by id, after `after_id` (keyset pagination)."""
+        ...
+
+
+class AlertStore(Protocol):
+    """Rule states, alerts and the predictive work orders they open, kept together.
+
+    `record` is one transaction: the states, the alerts and the work-order changes of a
+    batch are all stored, or none is, so a crash can neither lose an alert nor fire it twice.
+    """
+
+    def load_states(self) -> dict[StateKey, RuleState]:
+        """Return every persisted rule state (windows are rebuilt from telemetry)."""
+        ...
+
+    def record(self, outcomes: Sequence[KeyedOutcome], now: datetime) -> list[Alert]:
+        """Persist states and turn their events into alerts and work orders, atomically.
+
+        Return the alerts opened or reopened (with `suppressed` set when nobody should be
+        paged). Replaying an outcome already recorded changes nothing.
+        """
+        ...
+
+    def get_alert(self, alert_id: int) -> Alert:
+        """Return an alert; raise NotFoundError if absent."""
+        ...
+
+    def list_alerts(
+        self,
+        *,
+        status: AlertStatus | None = None,
+        asset_id: str | None = None,
+        rule_id: str | None = None,
+        before_id: int | None = None,
+        limit: int = 100,
+    ) -> builtins.list[Alert]:
+        """Return alerts newest first, before `before_id` (keyset pagination)."""
+        ...
+
+    def acknowledge(self, alert_id: int, actor: str, note: str | None, now: datetime) -> Alert:
+        """Mark a firing alert acknowledged; InvalidTransitionError if it is not firing."""
+        ...
+
+    def resolve(self, alert_id: int, actor: str, note: str | None, now: datetime) -> Alert:
+        """Resolve an open alert by hand; InvalidTransitionError if already resolved."""
+        ...
+
+
+class WorkOrderRepository(Protocol):
+    """Work orders: the minimum the rules need (create, link, list, start, resolve)."""
+
+    def create(self, order: NewWorkOrder, now: datetime) -> WorkOrder:
+        """Open a work order by hand."""
+        ...
+
+    def get(self, order_id: int) -> WorkOrder:
+        """Return a work order; raise NotFoundError if absent."""
+        ...
+
+    def list(
+        self,
+        *,
+        status: WorkOrderStatus | None = None,
+        kind: WorkOrderKind | None = None,
+        asset_id: str | None = None,
+        rule_id: str | None = None,
+        before_id: int | None = None,
+        limit: int = 100,
+    ) -> builtins.list[WorkOrder]:
+        """Return work orders newest first, before `before_id` (keyset pagination)."""
+        ...
+
+    def start(self, order_id: int, actor: str, now: datetime) -> WorkOrder:
+        """Move a work order to in_progress; InvalidTransitionError when it cannot."""
+        ...
+
+    def resolve(self, order_id: int, actor: str, note: str | None, now: datetime) -> WorkOrder:
+        """Resolve an open work order; InvalidTransitionError when it is not open."""
         ...

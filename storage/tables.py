@@ -11,6 +11,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Dialect,
+    Float,
     Index,
     Integer,
     LargeBinary,
@@ -19,6 +20,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.dialects import postgresql
 
@@ -125,4 +127,90 @@ rules = Table(
     Column("enabled", Boolean(), nullable=False),
     Column("created_at", UtcDateTime(), nullable=False),
     Column("updated_at", UtcDateTime(), nullable=False),
+)
+
+# Rule states without their windows, which are rebuilt from telemetry on start.
+rule_states = Table(
+    "rule_states",
+    metadata,
+    Column("rule_id", AssetId, primary_key=True),
+    Column("asset_id", AssetId, primary_key=True),
+    Column("metric", String(128), primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("last_ts_ms", BigInteger()),
+    Column("pending_since_ms", BigInteger()),
+    Column("firing_since_ms", BigInteger()),
+    Column("clear_since_ms", BigInteger()),
+    Column("episode", Integer(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+)
+
+work_orders = Table(
+    "work_orders",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("kind", String(16), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("priority", String(16), nullable=False),
+    Column("asset_id", AssetId, nullable=False),
+    Column("title", String(200), nullable=False),
+    Column("description", Text(), nullable=False),
+    Column("rule_id", AssetId),
+    # "rule|asset" while a predictive order is open, else NULL: the unique constraint is
+    # what guarantees one open predictive order per (rule, asset), whatever races.
+    Column("open_key", String(300), unique=True),
+    Column("evidence", JsonDocument, nullable=False),
+    Column("repeat_count", Integer(), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    Column("resolved_at", UtcDateTime()),
+    Column("resolution_note", Text()),
+    Index("ix_work_orders_asset_id", "asset_id", "status"),
+    Index("ix_work_orders_rule_id", "rule_id", "asset_id"),
+)
+
+# Every work-order transition: who, when, from, to, why. Append-only.
+work_order_events = Table(
+    "work_order_events",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("work_order_id", BigInteger(), nullable=False, index=True),
+    Column("at", UtcDateTime(), nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("from_status", String(16)),
+    Column("to_status", String(16), nullable=False),
+    Column("note", Text()),
+)
+
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("rule_id", AssetId, nullable=False),
+    Column("asset_id", AssetId, nullable=False),
+    Column("metric", String(128), nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("episode", Integer(), nullable=False),
+    Column("last_episode", Integer(), nullable=False),
+    Column("fired_at", UtcDateTime(), nullable=False),
+    Column("value", Float(), nullable=False),
+    Column("threshold", Float()),
+    Column("predicted_crossing_at", UtcDateTime()),
+    Column("evidence", JsonDocument, nullable=False),
+    Column("suppressed", Boolean(), nullable=False),
+    Column("flapping", Boolean(), nullable=False),
+    Column("fire_count", Integer(), nullable=False),
+    Column("work_order_id", BigInteger()),
+    Column("recorded_at", UtcDateTime(), nullable=False),
+    Column("acknowledged_at", UtcDateTime()),
+    Column("acknowledged_by", String(200)),
+    Column("resolved_at", UtcDateTime()),
+    Column("resolved_by", String(200)),
+    Column("note", Text()),
+    UniqueConstraint("rule_id", "asset_id", "metric", "episode", name="uq_alerts_key_episode"),
+    Index("ix_alerts_status", "status"),
+    Index("ix_alerts_asset_id", "asset_id"),
+    Index("ix_alerts_work_order_id", "work_order_id"),
+    Index("ix_alerts_key", "rule_id", "asset_id", "metric", "id"),
 )

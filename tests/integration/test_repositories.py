@@ -7,6 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
 from sqlalchemy import Engine, inspect, select
 from sqlalchemy.exc import IntegrityError
 
@@ -22,7 +24,7 @@ from storage.repositories import (
     SqlTokenRepository,
     hash_token,
 )
-from storage.tables import api_tokens
+from storage.tables import api_tokens, metadata
 from tests.support.binaries import free_port
 
 T0 = datetime(2026, 11, 22, 7, 0, tzinfo=UTC)
@@ -76,12 +78,25 @@ def test_migrations_run_from_empty_and_are_idempotent(empty_database_url: str) -
         migrate(engine)
         migrate(engine)
         tables = set(inspect(engine).get_table_names())
-        assert {"assets", "dead_letters", "api_tokens", "rules", "alembic_version"} <= tables
+        assert {
+            "assets",
+            "dead_letters",
+            "api_tokens",
+            "rules",
+            "rule_states",
+            "alerts",
+            "work_orders",
+            "work_order_events",
+            "alembic_version",
+        } <= tables
         indexes = {ix["name"] for ix in inspect(engine).get_indexes("assets")}
         assert {"ix_assets_site", "ix_assets_type"} <= indexes
         with engine.connect() as connection:
             versions = connection.exec_driver_sql("SELECT version_num FROM alembic_version").all()
-        assert [v[0] for v in versions] == ["0002"]  # the newest migration
+        assert [v[0] for v in versions] == ["0003"]  # the newest migration
+        with engine.connect() as connection:
+            drift = compare_metadata(MigrationContext.configure(connection), metadata)
+        assert drift == []  # the migrations build exactly what storage.tables declares
     finally:
         engine.dispose()
 
