@@ -37,6 +37,11 @@ test-unit: install
 bench: install
 	$(PY) -m bench.ingest_throughput
 
+.PHONY: bench-rules
+# Single core, no services: about 2 minutes. `--help` lists the knobs (--profile for hot spots).
+bench-rules: install
+	$(PY) -m bench.rules_evaluator
+
 serve: install
 	$(VENV)/bin/pmkeeper serve
 

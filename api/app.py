@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI
 
 from api.problems import document_problem_media_type, install_problem_handlers, problem_responses
-from api.routes import assets, deadletters, health, rules, telemetry
+from api.routes import alerts, assets, deadletters, health, rules, telemetry, work_orders
 from api.services import ApiServices
 
 __all__ = ["ApiServices", "create_app"]
@@ -38,7 +38,15 @@ def create_app(services: ApiServices, routers: Sequence[APIRouter] = ()) -> Fast
     install_problem_handlers(app)
 
     api_v1 = APIRouter(prefix=API_PREFIX, responses=problem_responses(401, 403, 422))
-    for router in (assets.router, telemetry.router, deadletters.router, rules.router, *routers):
+    for router in (
+        assets.router,
+        telemetry.router,
+        deadletters.router,
+        rules.router,
+        alerts.router,
+        work_orders.router,
+        *routers,
+    ):
         api_v1.include_router(router)
     app.include_router(api_v1)
     app.include_router(health.router)

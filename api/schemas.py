@@ -11,7 +11,9 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 from core.assets import ASSET_ID_PATTERN, Asset, Criticality
 from core.deadletters import DeadLetter
 from core.telemetry import TelemetryBucket, TelemetryPoint
-from rules.model import Rule
+from core.workorders import NewWorkOrder, Priority, WorkOrder, WorkOrderKind, WorkOrderStatus
+from rules.alerting import Alert, AlertStatus
+from rules.model import Rule, Severity
 
 MAX_TAGS = 50
 MAX_TAG_KEY = 100
@@ -239,3 +241,173 @@ class RuleListRead(BaseModel):
 
     items: list[RuleRead]
     next_cursor: str | None
+
+
+def _to_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+# Times the API answers with, always in UTC whatever zone the store handed back.
+UtcTime = Annotated[datetime, AfterValidator(_to_utc)]
+MAX_NOTE = 10_000
+
+
+class EvidencePointRead(BaseModel):
+    """One reading that made a rule fire."""
+
+    ts: UtcTime
+    value: float
+
+
+class AlertRead(BaseModel):
+    """An alert: a rule fired on one (asset, metric); what, when, why and what became of it."""
+
+    id: int
+    rule_id: str
+    asset_id: str
+    metric: str
+    severity: Severity
+    status: AlertStatus
+    episode: int = Field(description="The rule episode that opened the alert")
+    last_episode: int = Field(description="The latest episode folded into it")
+    fired_at: UtcTime = Field(description="When the rule last fired into this alert")
+    value: float
+    threshold: float | None
+    predicted_crossing_at: UtcTime | None
+    evidence: list[EvidencePointRead]
+    suppressed: bool = Field(description="Fired while the asset had work in progress: not paged")
+    flapping: bool = Field(description="Fired again soon after clearing; folded in, not paged")
+    fire_count: int
+    work_order_id: int | None
+    recorded_at: UtcTime
+    acknowledged_at: UtcTime | None
+    acknowledged_by: str | None
+    resolved_at: UtcTime | None
+    resolved_by: str | None = Field(description="Who resolved it; null when the rule cleared")
+    note: str | None
+
+    @classmethod
+    def from_alert(cls, alert: Alert) -> AlertRead:
+        """Return the API view of an alert, times in UTC."""
+        return cls.model_validate(alert.model_dump())
+
+
+class AlertListRead(BaseModel):
+    """A page of alerts, newest first; pass `next_cursor` as `cursor` for older ones."""
+
+    items: list[AlertRead]
+    next_cursor: str | None
+
+
+class AlertTransitionCreate(BaseModel):
+    """An acknowledgement or resolution of an alert, with an optional note."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    note: str | None = Field(default=None, max_length=MAX_NOTE)
+
+
+class WorkOrderCreate(BaseModel):
+    """A work order opened by hand; predictive ones are opened by rules only."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["corrective", "preventive"]
+    priority: Priority
+    asset_id: str = Field(pattern=ASSET_ID_PATTERN, examples=["pump-17"])
+    title: str = Field(min_length=1, max_length=200, examples=["Seal leaking"])
+    description: str = Field(default="", max_length=MAX_NOTE)
+
+    def to_new_work_order(self) -> NewWorkOrder:
+        """Return the domain request this body describes."""
+        return NewWorkOrder.model_validate(self.model_dump())
+
+
+class EvidenceRead(BaseModel):
+    """One firing of a rule, kept on the predictive work order it fed."""
+
+    alert_id: int | None
+    metric: str
+    fired_at: UtcTime
+    value: float
+    threshold: float | None
+    predicted_crossing_at: UtcTime | None
+    points: list[EvidencePointRead]
+
+
+class WorkOrderRead(BaseModel):
+    """A work order as the API shows it."""
+
+    id: int
+    kind: WorkOrderKind
+    status: WorkOrderStatus
+    priority: Priority
+    asset_id: str
+    title: str
+    description: str
+    rule_id: str | None = Field(description="The rule that opened it (predictive orders)")
+    alert_ids: list[int]
+    evidence: list[EvidenceRead]
+    repeat_count: int = Field(description="Times the fault came back soon after a resolution")
+    created_at: UtcTime
+    updated_at: UtcTime
+    resolved_at: UtcTime | None
+    resolution_note: str | None
+
+    @classmethod
+    def from_work_order(cls, order: WorkOrder) -> WorkOrderRead:
+        """Return the API view of a work order, times in UTC."""
+        return cls.model_validate(order.model_dump())
+
+
+class WorkOrderListRead(BaseModel):
+    """A page of work orders, newest first; pass `next_cursor` as `cursor` for older ones."""
+
+    items: list[WorkOrderRead]
+    next_cursor: str | None
+
+
+class WorkOrderResolveCreate(BaseModel):
+    """The resolution of a work order, with an optional note on what was done."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    note: str | None = Field(default=None, max_length=MAX_NOTE)
+
+
+class BacktestAlertRead(BaseModel):
+    """An alert a rule would have opened in a backtest, and how it stood at the end."""
+
+    asset_id: str
+    metric: str
+    fired_at: UtcTime = Field(description="When the rule last fired into this alert")
+    episode: int = Field(description="The rule episode that opened the alert")
+    value: float
+    threshold: float | None
+    predicted_crossing_at: UtcTime | None
+    resolved_at: UtcTime | None = Field(description="Null when still firing at `end`")
+    fire_count: int = Field(description="Firings folded into this alert, the first included")
+    flapping: bool = Field(description="Fired again soon after clearing; folded in, not paged")
+
+
+class BacktestWorkOrderRead(BaseModel):
+    """The predictive work order a rule would have opened on one asset in a backtest."""
+
+    asset_id: str
+    opened_at: UtcTime
+    alert_count: int = Field(description="Distinct alerts linked to the order")
+    priority: Priority
+
+
+class BacktestRead(BaseModel):
+    """What a rule would have done over [start, end) of stored telemetry; nothing is written."""
+
+    rule_id: str
+    start: UtcTime
+    end: UtcTime
+    assets_evaluated: int = Field(description="Assets the rule's selector picks")
+    readings: int = Field(description="Readings of the rule's metric replayed")
+    alerts: list[BacktestAlertRead]
+    work_orders: list[BacktestWorkOrderRead]
+    alert_count: int
+    work_order_count: int

@@ -10,7 +10,8 @@ from prometheus_client import CollectorRegistry
 from core.auth import TokenAuthenticator
 from core.clock import Clock, SystemClock
 from core.ports import AssetRepository, DeadLetterRepository, TelemetryStore
-from rules.ports import RuleRepository
+from rules.alerting import AlertPolicy
+from rules.ports import AlertStore, RuleRepository, WorkOrderRepository
 
 
 @dataclass
@@ -22,6 +23,10 @@ class ApiServices:
     telemetry: TelemetryStore
     tokens: TokenAuthenticator
     rules: RuleRepository
+    alerts: AlertStore
+    work_orders: WorkOrderRepository
     metrics_registry: CollectorRegistry
     readiness_checks: dict[str, Callable[[], bool]] = field(default_factory=dict)
     clock: Clock = field(default_factory=SystemClock)
+    # The same damping live evaluation uses, so a backtest counts alerts the same way.
+    alert_policy: AlertPolicy = field(default_factory=AlertPolicy)

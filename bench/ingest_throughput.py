@@ -426,7 +426,8 @@ def stored_points(bench: Bench, bucket: str) -> int:
     return int(rows[0]["count"]) if rows else 0
 
 
-def _service_pids(bench: Bench, broker: BenchBroker) -> dict[str, int]:
+def service_pids(bench: Bench, broker: BenchBroker) -> dict[str, int]:
+    """Return {name: pid} of the broker, influxd and the write proxy, for CPU accounting."""
     # InfluxServer keeps its processes private; the bench only reads their CPU time.
     pids = {"mosquitto": broker.pid}
     for name, attribute in (("influxd", "_influxd"), ("influx-proxy", "_proxy")):
@@ -463,7 +464,7 @@ def drain_run(bench: Bench, qos: int, readings: int, run: int, *, profile: bool)
             # Register every persistent session, then leave, so the broker queues the backlog.
             for name, protocol in bares.items():
                 bare(bench.broker, qos, f"bench-{name}-{tag}", protocol=protocol)
-            _register_ingests([child for child, _, _ in ingests.values()])
+            register_ingests([child for child, _, _ in ingests.values()])
             # Event timestamps end a second before now: inside the validation window, unique.
             span_ms = -(-messages // ASSETS) * readings
             base_ts_ms = time.time_ns() // 1_000_000 - span_ms - 1_000
@@ -503,7 +504,7 @@ def drain_run(bench: Bench, qos: int, readings: int, run: int, *, profile: bool)
     return results
 
 
-def _register_ingests(children: Sequence[IngestChild]) -> None:
+def register_ingests(children: Sequence[IngestChild]) -> None:
     """Start every ingest at once, wait until all workers subscribed, then stop them all.
 
     A graceful stop keeps each worker's persistent session and subscription, so the
@@ -633,7 +634,7 @@ def _drain_ingest(
                     ingest.pin_workers()
                     pids = {
                         **ingest.process_pids(),
-                        **_service_pids(bench, bench.broker),
+                        **service_pids(bench, bench.broker),
                         "bench": os.getpid(),
                     }
                     cpu_at_first = {name: cpu_seconds(pid) for name, pid in pids.items()}
@@ -792,7 +793,7 @@ def latency_run(
                     qos=qos,
                     assets=LATENCY_ASSETS,
                 )
-                _wait_received(bench, ingest, LATENCY_ASSETS)
+                wait_received(bench, ingest, LATENCY_ASSETS)
                 before = ingest.worker_metrics()
                 published = publish(
                     bench,
@@ -804,7 +805,7 @@ def latency_run(
                     rate=rate,
                     processes=publishers,
                 )
-                _wait_received(bench, ingest, LATENCY_ASSETS + messages)
+                wait_received(bench, ingest, LATENCY_ASSETS + messages)
                 after_each = ingest.worker_metrics()
                 rss = ingest.peak_rss_kib()
                 if ingest.terminate() != 0:
@@ -854,7 +855,8 @@ def latency_run(
     )
 
 
-def _wait_received(bench: Bench, ingest: IngestChild, messages: int) -> dict[str, float]:
+def wait_received(bench: Bench, ingest: IngestChild, messages: int) -> dict[str, float]:
+    """Poll until the ingest has taken `messages` messages; return its last scrape."""
     deadline = time.monotonic() + bench.args.timeout
     while time.monotonic() < deadline:
         ingest.check_alive()

@@ -121,6 +121,11 @@ class RulesSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
+    # Set by `pmkeeper ingest --workers N` on the one process that evaluates rules: it
+    # takes every message on a subscription of its own and stores nothing (the workers,
+    # on the shared subscription, do). Rule state needs every reading of a series in one
+    # place, and a shared subscription spreads a series across the workers.
+    evaluate_only: bool = False
     # How often the timer checks `for` expiries, quiet periods and silences (no data).
     tick_interval_s: float = Field(default=1.0, gt=0, le=60)
     # How often rule definitions and asset attributes are re-read from the database.

@@ -37,6 +37,9 @@ class RawMessage(NamedTuple):
 
 
 Acknowledger = Callable[[Sequence[RawMessage]], None]
+# Called with the readings of a batch once they are durably stored, before the batch is
+# acknowledged (the rules engine); it may raise, and is retried like a store.
+AfterStore = Callable[[Sequence[Reading]], None]
 
 # A message with what decoding made of it: its readings, or why it was refused.
 _Decoded = tuple[RawMessage, "list[Reading] | PayloadError"]
@@ -55,6 +58,8 @@ class _Batch:
     # Index in `readings` where each message's readings start, to split a rejected batch.
     spans: list[tuple[int, int]] = field(default_factory=list)
     deadletters: list[DeadLetter] = field(default_factory=list)
+    # The readings the store accepted, when it refused some messages of the batch.
+    stored: list[Reading] | None = None
 
 
 class IngestWorker:
@@ -79,6 +84,7 @@ class IngestWorker:
         metrics: IngestMetrics,
         clock: Clock,
         acknowledge: Acknowledger,
+        after_store: AfterStore | None = None,
     ) -> None:
         self._decode = decoder.decode
         self._store = store
@@ -88,6 +94,7 @@ class IngestWorker:
         self._metrics = metrics
         self._clock = clock
         self.acknowledge = acknowledge
+        self._after_store = after_store
         self._pending: list[_Decoded] = []
         self._lock = threading.Lock()
         self._not_full = threading.Condition(self._lock)
@@ -164,6 +171,10 @@ class IngestWorker:
                 self._retry(
                     "dead-letter store", lambda: self._deadletters.add_many(batch.deadletters)
                 )
+            stored = batch.readings if batch.stored is None else batch.stored
+            if self._after_store is not None and stored:
+                after_store = self._after_store
+                self._retry("rules engine", lambda: after_store(stored))
         except _StoppedError:
             return  # stopped while a store was down: unacknowledged, so redelivered
         if batch.deadletters:
@@ -259,12 +270,14 @@ class IngestWorker:
             return
         except StoreRejectedError as error:
             log.warning("telemetry store refused a batch (%s); retrying message by message", error)
+        batch.stored = []
         for message, (start, end) in zip(batch.messages, batch.spans, strict=True):
             if start == end:
                 continue
             readings = batch.readings[start:end]
             try:
                 self._retry("telemetry store", partial(self._timed_write, readings))
+                batch.stored += readings
             except StoreRejectedError as error:
                 batch.deadletters.append(
                     self._deadletter(

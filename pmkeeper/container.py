@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 import uvicorn
 from prometheus_client import CollectorRegistry, start_http_server
@@ -14,13 +16,18 @@ from sqlalchemy import Engine, text
 
 from api.app import ApiServices, create_app
 from core.clock import Clock, SystemClock
-from core.ports import TelemetryStore
+from core.deadletters import DeadLetter
+from core.ports import DeadLetterRepository, TelemetryStore
 from core.settings import Settings
+from core.telemetry import Reading, TelemetryBucket, TelemetryPoint
+from ingest.evaluation import RuleMetrics, RuleRunner, RuleTimer
 from ingest.metrics import IngestMetrics
 from ingest.mqtt import MqttSubscriber
 from ingest.payloads import PayloadDecoder
 from ingest.worker import IngestWorker
 from pmkeeper.embedded_broker import EmbeddedBroker
+from rules.alerting import AlertPolicy
+from storage.alerting import SqlAlertStore, SqlWorkOrderRepository
 from storage.db import create_engine_for, migrate
 from storage.repositories import (
     SqlAssetRepository,
@@ -65,6 +72,9 @@ class Container:
     deadletters: SqlDeadLetterRepository
     tokens: SqlTokenRepository
     rules: SqlRuleRepository
+    alerts: SqlAlertStore
+    work_orders: SqlWorkOrderRepository
+    alert_policy: AlertPolicy
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
     @classmethod
@@ -74,6 +84,9 @@ class Container:
         engine = create_engine_for(settings.database_url)
         migrate(engine)
         clock = clock or SystemClock()
+        policy = AlertPolicy(
+            flap_window=settings.rules.flap_window, reopen_window=settings.rules.reopen_window
+        )
         return cls(
             settings=settings,
             clock=clock,
@@ -83,6 +96,9 @@ class Container:
             deadletters=SqlDeadLetterRepository(engine),
             tokens=SqlTokenRepository(engine),
             rules=SqlRuleRepository(engine, clock),
+            alerts=SqlAlertStore(engine, clock, policy),
+            work_orders=SqlWorkOrderRepository(engine),
+            alert_policy=policy,
         )
 
     def close(self) -> None:
@@ -100,6 +116,63 @@ class Container:
         return True
 
 
+class _StoredElsewhere:
+    """The telemetry store of the rules-only process: reads go through, writes are dropped.
+
+    The ingest workers store every reading; this process only needs them evaluated, after
+    which it acknowledges its own copy of the message.
+    """
+
+    def __init__(self, store: TelemetryStore) -> None:
+        self._store = store
+
+    def write(self, readings: Sequence[Reading]) -> None:
+        """Drop the readings: the workers store them."""
+
+    def read(
+        self, asset_id: str, metric: str, start_at: datetime, end_at: datetime, limit: int
+    ) -> list[TelemetryPoint]:
+        """Read from the real store."""
+        return self._store.read(asset_id, metric, start_at, end_at, limit)
+
+    def downsample(
+        self, asset_id: str, metric: str, start_at: datetime, end_at: datetime, every: timedelta
+    ) -> list[TelemetryBucket]:
+        """Read from the real store."""
+        return self._store.downsample(asset_id, metric, start_at, end_at, every)
+
+    def latest(self, asset_id: str) -> dict[str, TelemetryPoint]:
+        """Read from the real store."""
+        return self._store.latest(asset_id)
+
+    def ping(self) -> bool:
+        """Ping the real store."""
+        return self._store.ping()
+
+    def close(self) -> None:
+        """Leave the real store to its owner."""
+
+
+class _DeadLetteredElsewhere:
+    """The dead-letter store of the rules-only process: the workers keep dead letters."""
+
+    def __init__(self, letters: DeadLetterRepository) -> None:
+        self._letters = letters
+
+    def add_many(self, letters: Sequence[DeadLetter]) -> None:
+        """Drop the dead letters: the workers record them."""
+
+    def list(
+        self, *, asset_id: str | None = None, before_id: int | None = None, limit: int = 100
+    ) -> builtins.list[DeadLetter]:
+        """List from the real repository."""
+        return self._letters.list(asset_id=asset_id, before_id=before_id, limit=limit)
+
+    def count(self) -> int:
+        """Count in the real repository."""
+        return self._letters.count()
+
+
 class IngestRole:
     """MQTT subscriber plus writer thread: the `pmkeeper ingest` role."""
 
@@ -108,15 +181,37 @@ class IngestRole:
         mqtt_settings = settings.mqtt.model_copy(update={"url": broker_url})
         self.metrics = IngestMetrics(container.registry)
         decoder = PayloadDecoder(settings.ingest, settings.mqtt.topic)
+        self.rules: RuleRunner | None = None
+        self._timer: RuleTimer | None = None
+        if settings.rules.enabled:
+            self.rules = RuleRunner(
+                rules=container.rules,
+                assets=container.assets,
+                telemetry=container.telemetry,
+                alerts=container.alerts,
+                clock=container.clock,
+                metrics=RuleMetrics(container.registry),
+            )
+            self._timer = RuleTimer(
+                self.rules,
+                tick_every=timedelta(seconds=settings.rules.tick_interval_s),
+                refresh_every=timedelta(seconds=settings.rules.refresh_s),
+            )
+        evaluate_only = self.rules is not None and settings.rules.evaluate_only
         self.worker = IngestWorker(
             decoder=decoder,
-            store=container.telemetry,
-            deadletters=container.deadletters,
+            store=_StoredElsewhere(container.telemetry) if evaluate_only else container.telemetry,
+            deadletters=(
+                _DeadLetteredElsewhere(container.deadletters)
+                if evaluate_only
+                else container.deadletters
+            ),
             assets=container.assets,
             settings=settings.ingest,
             metrics=self.metrics,
             clock=container.clock,
             acknowledge=lambda messages: None,
+            after_store=None if self.rules is None else self.rules.process,
         )
         self.subscriber = MqttSubscriber(
             mqtt_settings, subscription_topics(settings), self.worker.offer, self.metrics
@@ -124,9 +219,16 @@ class IngestRole:
         self.worker.acknowledge = self.subscriber.acknowledge
         self._stop = threading.Event()
         self._writer: threading.Thread | None = None
+        self._timer_thread: threading.Thread | None = None
 
     def start(self) -> None:
-        """Start the writer thread, then connect to the broker."""
+        """Load the rules engine, start the writer and timer threads, then connect."""
+        if self.rules is not None and self._timer is not None:
+            self.rules.start()
+            self._timer_thread = threading.Thread(
+                target=self._timer.run, name="rules-timer", daemon=True
+            )
+            self._timer_thread.start()
         self._writer = threading.Thread(target=self.worker.run, name="ingest-writer", daemon=True)
         self._writer.start()
         self.subscriber.start(self._stop)
@@ -144,6 +246,9 @@ class IngestRole:
         self.worker.stop()
         if self._writer is not None:
             self._writer.join(timeout=30)
+        if self._timer is not None and self._timer_thread is not None:
+            self._timer.stop()
+            self._timer_thread.join(timeout=10)
         self.subscriber.stop()
 
 
@@ -158,6 +263,9 @@ class ApiRole:
             telemetry=container.telemetry,
             tokens=container.tokens,
             rules=container.rules,
+            alerts=container.alerts,
+            work_orders=container.work_orders,
+            alert_policy=container.alert_policy,
             metrics_registry=container.registry,
             readiness_checks=readiness,
             clock=container.clock,

@@ -43,6 +43,22 @@ def worker_environment(settings: Settings, index: int) -> dict[str, str]:
         "PMK_MQTT__CLIENT_ID": f"{settings.mqtt.client_id}-{index}",
         "PMK_MQTT__SHARED_GROUP": settings.mqtt.shared_group or DEFAULT_SHARE_GROUP,
         "PMK_INGEST__METRICS_PORT": str(metrics_port + index if metrics_port else 0),
+        # Rules run in one process of their own (see rules_environment).
+        "PMK_RULES__ENABLED": "false",
+    }
+
+
+def rules_environment(settings: Settings) -> dict[str, str]:
+    """Return the PMK_ overrides of the process that evaluates rules for all the workers."""
+    metrics_port = settings.ingest.metrics_port
+    index = settings.ingest.workers
+    return {
+        "PMK_INGEST__WORKERS": "1",
+        "PMK_MQTT__CLIENT_ID": f"{settings.mqtt.client_id}-rules",
+        # Every message, not a share of them: a series' readings must all reach its state.
+        "PMK_MQTT__SHARED_GROUP": "",
+        "PMK_INGEST__METRICS_PORT": str(metrics_port + index if metrics_port else 0),
+        "PMK_RULES__EVALUATE_ONLY": "true",
     }
 
 
@@ -59,6 +75,10 @@ class IngestSupervisor:
             _Worker(i, {**os.environ, **worker_environment(settings, i)})
             for i in range(settings.ingest.workers)
         ]
+        if settings.rules.enabled:
+            self._workers.append(
+                _Worker(settings.ingest.workers, {**os.environ, **rules_environment(settings)})
+            )
 
     def run(self, stop: threading.Event) -> None:
         """Migrate once, supervise until `stop` is set, then stop every worker gracefully."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import TypeGuard
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -16,7 +17,7 @@ from core.workorders import (
     WorkOrder,
     WorkOrderStatus,
 )
-from rules.evaluate import RuleFired, to_datetime
+from rules.evaluate import RuleFired, RuleResolved, to_datetime
 from rules.model import PRIORITY_BY_SEVERITY, Rule, Severity
 
 
@@ -84,6 +85,24 @@ def is_flap(previous: Alert | None, fired_at: datetime, policy: AlertPolicy) -> 
     if previous.resolved_by is not None or previous.resolved_at is None:
         return False  # a person resolved it: a new firing is news, not flapping
     return fired_at - previous.resolved_at <= policy.flap_window
+
+
+def is_replay(previous: Alert | None, fired: RuleFired) -> TypeGuard[Alert]:
+    """Tell whether a firing is already recorded in the key's latest alert.
+
+    By event time, not episode number: a key's firings only move forward in event time,
+    whereas its episode count starts over if the rule is deleted and created again.
+    """
+    return previous is not None and previous.fired_at >= fired.at
+
+
+def resolves(alert: Alert, resolved: RuleResolved) -> bool:
+    """Tell whether a rule's resolution closes this alert (its key's latest).
+
+    Only an open alert that fired before the resolution: a replayed, older resolution must
+    not close a newer alert, and a person's resolution stands.
+    """
+    return alert.status in OPEN_ALERT_STATUSES and alert.fired_at <= resolved.at
 
 
 def should_reopen(order: WorkOrder | None, fired_at: datetime, policy: AlertPolicy) -> bool:
@@ -190,7 +209,7 @@ def decide(
       opens no new order (the technician is already there); it still adds evidence to an
       open order.
     """
-    if previous_alert is not None and previous_alert.last_episode >= fired.episode:
+    if is_replay(previous_alert, fired):
         return Decision(AlertAction.SKIP, OrderAction.NONE, previous_alert.suppressed, False)
     flapping = is_flap(previous_alert, fired.at, policy)
     still_open = previous_alert is not None and previous_alert.status in OPEN_ALERT_STATUSES

@@ -175,8 +175,10 @@ class RuleEngine:
     ) -> dict[tuple[str, str], tuple[int, int]]:
         """Return series with keys not yet warmed: (asset, metric) -> (from_ms, to_ms).
 
-        The range covers the longest window of the series' rules and ends before the
-        series' first reading here, which the caller has just stored.
+        The caller loads the stored points with from_ms <= ts < to_ms. The range covers the
+        longest window of the series' rules and ends before the series' first reading here,
+        which the caller has just stored, or just after the newest reading a persisted
+        state of the series had already evaluated, whichever is later.
         """
         first_ts: dict[tuple[str, str], int] = {}
         for asset_id, metric, ts_ms, _ in readings:
@@ -185,13 +187,51 @@ class RuleEngine:
                 first_ts[series] = ts_ms
         cold: dict[tuple[str, str], tuple[int, int]] = {}
         for (asset_id, metric), ts_ms in first_ts.items():
-            spans = [
-                max(window_ms(rule) or 0, MIN_WARMUP_MS)
-                for rule in self._index.match(asset_id, metric, assets(asset_id))
-                if StateKey(rule.id, asset_id, metric) not in self._warm
-            ]
+            spans = []
+            end_ms = ts_ms
+            for rule in self._index.match(asset_id, metric, assets(asset_id)):
+                key = StateKey(rule.id, asset_id, metric)
+                if key in self._warm:
+                    continue
+                spans.append(max(window_ms(rule) or 0, MIN_WARMUP_MS))
+                state = self._states.get(key)
+                # A replay after a restart can start before what the persisted states saw:
+                # the readings in between would be too late to re-enter the windows, so
+                # they come from the store. Outcomes are recorded per batch, so every key
+                # of the series evaluated them. A no-data state's time may come from
+                # `track`, seeded from the store, which proves nothing was evaluated.
+                if (
+                    state is not None
+                    and state.last_ts_ms is not None
+                    and state.last_ts_ms >= end_ms
+                    and not isinstance(rule.condition, NoData)
+                ):
+                    end_ms = state.last_ts_ms + 1
             if spans:
-                cold[asset_id, metric] = (ts_ms - max(spans), ts_ms)
+                cold[asset_id, metric] = (end_ms - max(spans), end_ms)
+        return cold
+
+    def cold_states(self, until_ms: int) -> dict[tuple[str, str], tuple[int, int]]:
+        """Return series of pending or firing keys not yet warmed: (asset, metric) -> range.
+
+        Used on start: such a key may need its window before any reading arrives (the
+        timer fires a `for` period with the last value seen).
+        """
+        cold: dict[tuple[str, str], tuple[int, int]] = {}
+        for key, state in self._states.items():
+            rule = self._rules.get(key.rule_id)
+            if (
+                rule is None
+                or key in self._warm
+                or state.last_ts_ms is None
+                or state.status not in (Status.PENDING, Status.FIRING)
+            ):
+                continue
+            start = state.last_ts_ms - max(window_ms(rule) or 0, MIN_WARMUP_MS)
+            series = (key.asset_id, key.metric)
+            if series in cold:
+                start = min(start, cold[series][0])
+            cold[series] = (start, until_ms)
         return cold
 
     def warm(
@@ -280,5 +320,8 @@ class RuleEngine:
             self._timed.add(key)
         else:
             self._timed.discard(key)
-        if events or durable(before) != durable(after):
+        # A pending key's last reading time is what the timer's gap check measures from: it
+        # is persisted with each reading, or a restart would cancel a rule still being fed.
+        moved = after.status is Status.PENDING and after.last_ts_ms != before.last_ts_ms
+        if events or moved or durable(before) != durable(after):
             outcomes.append(KeyedOutcome(key, rule, after, tuple(events)))

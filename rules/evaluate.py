@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from operator import itemgetter, mul
+from typing import NamedTuple
 
 from rules.model import Band, Comparison, NoData, RateOfChange, Rolling, Rule, Threshold, Trend
 
@@ -81,8 +83,9 @@ class RuleResolved:
 Event = RulePending | RuleFired | RuleCancelled | RuleResolved
 
 
-@dataclass(frozen=True, slots=True)
-class _Assessment:
+class _Assessment(NamedTuple):
+    # A NamedTuple, not a frozen dataclass: one is built per evaluation, and a frozen
+    # dataclass's __init__ sets each field through object.__setattr__.
     bad: bool
     clear: bool
     value: float
@@ -98,14 +101,22 @@ def to_datetime(ts_ms: int) -> datetime:
 _at = to_datetime
 
 
+_ONE_MS = timedelta(milliseconds=1)
+_value = itemgetter(1)
+
+
 def _ms(duration: timedelta) -> int:
-    return int(duration / timedelta(milliseconds=1))
+    return int(duration / _ONE_MS)
+
+
+# A tuple, not a union: isinstance checks a tuple faster, and this runs for every reading.
+_WINDOWED = (RateOfChange, Rolling, Trend)
 
 
 def window_ms(rule: Rule) -> int | None:
     """Return how far back, in ms, the rule's condition looks; None for single readings."""
     condition = rule.condition
-    if isinstance(condition, RateOfChange | Rolling | Trend):
+    if isinstance(condition, _WINDOWED):
         return _ms(condition.window)
     return None
 
@@ -140,10 +151,17 @@ def _with_point(
 ) -> tuple[Point, ...]:
     """Insert a reading in time order (replacing one at the same time) and trim the window."""
     if not window or ts_ms > window[-1][0]:
-        points = [*window, (ts_ms, value)]  # the usual case: in order, no search
-    else:
-        points = [p for p in window if p[0] != ts_ms]
-        insort(points, (ts_ms, value))
+        # The usual case, in order: no search, and one copy rather than a list then a tuple.
+        span = window_ms(rule)
+        if span is None:
+            return (*window[max(0, len(window) - EVIDENCE_POINTS + 1) :], (ts_ms, value))
+        oldest = ts_ms - span
+        start = 0
+        while start < len(window) and window[start][0] <= oldest:
+            start += 1
+        return (*window[start:], (ts_ms, value))
+    points = [p for p in window if p[0] != ts_ms]
+    insort(points, (ts_ms, value))
     return _trimmed(rule, points)
 
 
@@ -184,8 +202,10 @@ def _assess(rule: Rule, window: tuple[Point, ...], value: float) -> _Assessment:
         nearest = condition.low if value < condition.low else condition.high
         return _Assessment(bad, low <= value <= high, value, nearest)
     if isinstance(condition, Rolling):
-        values = [v for _, v in window]
-        aggregate = sum(values) / len(values) if condition.aggregate == "mean" else max(values)
+        if condition.aggregate == "mean":
+            aggregate = sum(map(_value, window)) / len(window)
+        else:
+            aggregate = max(map(_value, window))
         clear = condition.threshold if condition.clear is None else condition.clear
         return _Assessment(
             _past(condition.comparison, aggregate, condition.threshold),
@@ -212,13 +232,15 @@ def _assess_trend(condition: Trend, window: tuple[Point, ...], value: float) -> 
         return _Assessment(False, True, value, condition.threshold)
     origin = window[0][0]
     xs = [(ts - origin) / 1000 for ts, _ in window]
-    ys = [v for _, v in window]
+    ys = list(map(_value, window))
     n = len(xs)
     mean_x, mean_y = sum(xs) / n, sum(ys) / n
-    spread = sum((x - mean_x) ** 2 for x in xs)
+    # The same centred sums as a textbook fit, but multiplied in C by map(mul, ...).
+    dx = [x - mean_x for x in xs]
+    spread = sum(map(mul, dx, dx))
     if spread == 0:
         return _Assessment(False, True, value, condition.threshold)
-    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / spread
+    slope = sum(map(mul, dx, [y - mean_y for y in ys])) / spread
     fitted_now = mean_y + slope * (xs[-1] - mean_x)
     now_ms = window[-1][0]
     threshold = condition.threshold
@@ -249,7 +271,16 @@ def evaluate(
         events.append(RuleCancelled(_at(ts_ms), "gap"))
         state = replace(state, status=Status.INACTIVE, pending_since_ms=None)
     window = _with_point(rule, state.window, ts_ms, value)
-    state = replace(state, last_ts_ms=ts_ms, window=window)
+    # The constructor, not dataclasses.replace: this runs for every reading of every key.
+    state = RuleState(
+        state.status,
+        ts_ms,
+        state.pending_since_ms,
+        state.firing_since_ms,
+        state.clear_since_ms,
+        state.episode,
+        window,
+    )
     assessment = _assess(rule, window, value)
     new_state, step_events = _step(rule, state, ts_ms, assessment)
     return new_state, events + step_events
@@ -258,10 +289,10 @@ def evaluate(
 def _step(
     rule: Rule, state: RuleState, ts_ms: int, assessment: _Assessment
 ) -> tuple[RuleState, list[Event]]:
-    hold_ms = _ms(rule.hold_for)
     if state.status in (Status.INACTIVE, Status.RESOLVED):
         if not assessment.bad:
-            return state, []
+            return state, []  # the usual case: nothing to time
+        hold_ms = _ms(rule.hold_for)
         if hold_ms == 0:
             return _fire(state, ts_ms, assessment)
         pending = replace(state, status=Status.PENDING, pending_since_ms=ts_ms)
@@ -271,6 +302,7 @@ def _step(
         if not assessment.bad:
             cancelled = replace(state, status=Status.INACTIVE, pending_since_ms=None)
             return cancelled, [RuleCancelled(_at(ts_ms), "recovered")]
+        hold_ms = _ms(rule.hold_for)
         if ts_ms - since >= hold_ms:
             return _fire(state, since + hold_ms, assessment)
         return state, []
@@ -310,18 +342,33 @@ def _resolve(state: RuleState, at_ms: int) -> tuple[RuleState, list[Event]]:
 
 def tick(rule: Rule, state: RuleState, now_ms: int) -> tuple[RuleState, list[Event]]:
     """Advance timers without a reading: `for` expiry, quiet periods and no-data."""
+    # Take every transition due by now, not just the first, so one late tick decides what
+    # frequent ticks would have (a quiet period ending, then a silence firing again). A fire
+    # leaves nothing due, so this stops after two transitions at most.
+    events: list[Event] = []
+    while True:
+        state, more = _tick_once(rule, state, now_ms)
+        if not more:
+            return state, events
+        events += more
+
+
+def _tick_once(rule: Rule, state: RuleState, now_ms: int) -> tuple[RuleState, list[Event]]:
     last = state.last_ts_ms
     if last is None:
         return state, []
     if state.status is Status.PENDING and state.pending_since_ms is not None:
-        if now_ms - last > _ms(rule.max_gap):
-            cancelled = replace(state, status=Status.INACTIVE, pending_since_ms=None)
-            return cancelled, [RuleCancelled(_at(last + _ms(rule.max_gap)), "gap")]
         due = state.pending_since_ms + _ms(rule.hold_for)
-        if now_ms >= due:
+        gap_at = last + _ms(rule.max_gap)
+        # Whichever came first in event time wins, so a late tick (a sparse timer, a restart,
+        # a backtest) decides what a timer ticking every instant would have decided.
+        if now_ms >= due and due <= gap_at:
             value = state.window[-1][1] if state.window else 0.0
             threshold = getattr(rule.condition, "threshold", None)
             return _fire(state, due, _Assessment(True, False, value, threshold))
+        if now_ms > gap_at:
+            cancelled = replace(state, status=Status.INACTIVE, pending_since_ms=None)
+            return cancelled, [RuleCancelled(_at(gap_at), "gap")]
         return state, []
     if state.status is Status.FIRING and state.clear_since_ms is not None:
         due = state.clear_since_ms + _ms(rule.quiet_period)

@@ -85,8 +85,8 @@ class AlertStore(Protocol):
 class WorkOrderRepository(Protocol):
     """Work orders: the minimum the rules need (create, link, list, start, resolve)."""
 
-    def create(self, order: NewWorkOrder, now: datetime) -> WorkOrder:
-        """Open a work order by hand."""
+    def create(self, order: NewWorkOrder, now: datetime, actor: str = "system") -> WorkOrder:
+        """Open a work order by hand; `actor` is who the audit trail names."""
         ...
 
     def get(self, order_id: int) -> WorkOrder:

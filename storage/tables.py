@@ -208,7 +208,9 @@ alerts = Table(
     Column("resolved_at", UtcDateTime()),
     Column("resolved_by", String(200)),
     Column("note", Text()),
-    UniqueConstraint("rule_id", "asset_id", "metric", "episode", name="uq_alerts_key_episode"),
+    # A key's firings are told apart by event time (episode numbers restart when a rule is
+    # deleted and created again); the constraint catches two processes recording one firing.
+    UniqueConstraint("rule_id", "asset_id", "metric", "fired_at", name="uq_alerts_key_fired_at"),
     Index("ix_alerts_status", "status"),
     Index("ix_alerts_asset_id", "asset_id"),
     Index("ix_alerts_work_order_id", "work_order_id"),

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import builtins
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from core.assets import Asset
 from core.deadletters import DeadLetter
-from core.errors import ConflictError, NotFoundError, StoreRejectedError, StoreUnavailableError
+from core.errors import (
+    ConflictError,
+    NotFoundError,
+    StoreRejectedError,
+    StoreUnavailableError,
+    ValidationError,
+)
 from core.telemetry import (
     Reading,
     TelemetryBucket,
@@ -18,6 +25,32 @@ from core.telemetry import (
     datetime_to_ms,
     ms_to_datetime,
 )
+from core.workorders import (
+    OPEN_STATUSES,
+    InvalidTransitionError,
+    NewWorkOrder,
+    WorkOrder,
+    WorkOrderKind,
+    WorkOrderStatus,
+    check_resolve,
+    check_start,
+)
+from rules.alerting import (
+    OPEN_ALERT_STATUSES,
+    Alert,
+    AlertAction,
+    AlertPolicy,
+    AlertStatus,
+    OrderAction,
+    decide,
+    evidence_for,
+    evidence_points,
+    priority_for,
+    resolves,
+    work_order_text,
+)
+from rules.engine import KeyedOutcome, StateKey
+from rules.evaluate import RuleFired, RuleResolved, RuleState
 
 
 class InMemoryTelemetryStore:
@@ -183,3 +216,318 @@ class InMemoryDeadLetterRepository:
     def count(self) -> int:
         """Return how many are stored."""
         return len(self.letters)
+
+
+class InMemoryWorkOrderRepository:
+    """Work orders in a dict, with the SQL repository's transitions and audit trail."""
+
+    def __init__(self, asset_ids: Iterable[str] | None = None) -> None:
+        self.orders: dict[int, WorkOrder] = {}
+        # (order id, actor, from status, to status, note), oldest first.
+        self.audit: list[tuple[int, str, str | None, str, str | None]] = []
+        self.asset_ids = None if asset_ids is None else set(asset_ids)
+
+    def next_id(self) -> int:
+        """Return the id the next order gets."""
+        return max(self.orders, default=0) + 1
+
+    def note(
+        self,
+        order: WorkOrder,
+        actor: str,
+        from_status: WorkOrderStatus | None,
+        note: str | None = None,
+    ) -> WorkOrder:
+        """Store an order and audit its move from `from_status`."""
+        self.orders[order.id] = order
+        was = from_status.value if from_status is not None else None
+        self.audit.append((order.id, actor, was, order.status.value, note))
+        return order
+
+    def create(self, order: NewWorkOrder, now: datetime, actor: str = "system") -> WorkOrder:
+        """Open a corrective or preventive order; refuse predictive ones and unknown assets."""
+        if order.kind is WorkOrderKind.PREDICTIVE:
+            raise ValidationError("predictive work orders are opened by rules, not by hand")
+        if self.asset_ids is not None and order.asset_id not in self.asset_ids:
+            raise ValidationError(f"asset {order.asset_id!r} is not registered")
+        created = WorkOrder(
+            id=self.next_id(),
+            status=WorkOrderStatus.REQUESTED,
+            created_at=now,
+            updated_at=now,
+            **order.model_dump(),
+        )
+        return self.note(created, actor, None)
+
+    def get(self, order_id: int) -> WorkOrder:
+        """Return an order or raise NotFoundError."""
+        try:
+            return self.orders[order_id]
+        except KeyError:
+            raise NotFoundError(f"work order {order_id} not found") from None
+
+    def list(
+        self,
+        *,
+        status: WorkOrderStatus | None = None,
+        kind: WorkOrderKind | None = None,
+        asset_id: str | None = None,
+        rule_id: str | None = None,
+        before_id: int | None = None,
+        limit: int = 100,
+    ) -> builtins.list[WorkOrder]:
+        """Return orders newest first."""
+        found = [
+            o
+            for i, o in sorted(self.orders.items(), reverse=True)
+            if (status is None or o.status == status)
+            and (kind is None or o.kind == kind)
+            and (asset_id is None or o.asset_id == asset_id)
+            and (rule_id is None or o.rule_id == rule_id)
+            and (before_id is None or i < before_id)
+        ]
+        return found[:limit]
+
+    def start(self, order_id: int, actor: str, now: datetime) -> WorkOrder:
+        """Move an order to in_progress."""
+        current = self.get(order_id)
+        check_start(current.status)
+        started = current.model_copy(
+            update={"status": WorkOrderStatus.IN_PROGRESS, "updated_at": now}
+        )
+        return self.note(started, actor, current.status)
+
+    def resolve(self, order_id: int, actor: str, note: str | None, now: datetime) -> WorkOrder:
+        """Resolve an open order."""
+        current = self.get(order_id)
+        check_resolve(current.status)
+        resolved = current.model_copy(
+            update={
+                "status": WorkOrderStatus.RESOLVED,
+                "updated_at": now,
+                "resolved_at": now,
+                "resolution_note": note,
+            }
+        )
+        return self.note(resolved, actor, current.status, note)
+
+
+class InMemoryAlertStore:
+    """Rule states and alerts in dicts, deciding with `rules.alerting.decide` like the SQL one.
+
+    Predictive orders go to `work_orders`; a batch that fails midway leaves nothing behind.
+    """
+
+    def __init__(
+        self,
+        work_orders: InMemoryWorkOrderRepository | None = None,
+        policy: AlertPolicy | None = None,
+        assets: Mapping[str, Asset] | None = None,
+    ) -> None:
+        self.work_orders = work_orders or InMemoryWorkOrderRepository()
+        self.policy = policy or AlertPolicy()
+        self.assets = dict(assets or {})
+        self.states: dict[StateKey, RuleState] = {}
+        self.alerts: dict[int, Alert] = {}
+        self.down = False
+
+    def load_states(self) -> dict[StateKey, RuleState]:
+        """Return every state, windows empty."""
+        return dict(self.states)
+
+    def record(self, outcomes: Sequence[KeyedOutcome], now: datetime) -> list[Alert]:
+        """Store a batch all or nothing; return each alert opened or reopened, as it was then."""
+        if self.down:
+            raise StoreUnavailableError("database is down")
+        orders = self.work_orders
+        saved = (dict(self.states), dict(self.alerts), dict(orders.orders), list(orders.audit))
+        opened: list[Alert] = []
+        try:
+            for outcome in outcomes:
+                self.states[outcome.key] = replace(outcome.state, window=())
+                for event in outcome.events:
+                    if isinstance(event, RuleFired):
+                        alert = self._fired(outcome, event, now)
+                        if alert is not None:
+                            opened.append(alert)
+                    elif isinstance(event, RuleResolved):
+                        self._resolved(outcome.key, event)
+        except BaseException:
+            self.states, self.alerts, orders.orders, orders.audit = saved
+            raise
+        return opened
+
+    def _fired(self, outcome: KeyedOutcome, fired: RuleFired, now: datetime) -> Alert | None:
+        key, rule = outcome.key, outcome.rule
+        previous = max(
+            (a for a in self.alerts.values() if (a.rule_id, a.asset_id, a.metric) == key),
+            key=lambda a: a.id,
+            default=None,
+        )
+        mine = [
+            o
+            for o in self.work_orders.orders.values()
+            if o.kind is WorkOrderKind.PREDICTIVE
+            and (o.rule_id, o.asset_id) == (key.rule_id, key.asset_id)
+        ]
+        open_order = next((o for o in mine if o.status in OPEN_STATUSES), None)
+        last = max(
+            (o for o in mine if o.status is WorkOrderStatus.RESOLVED),
+            key=lambda o: (o.resolved_at or now, o.id),
+            default=None,
+        )
+        decision = decide(
+            fired,
+            previous_alert=previous,
+            open_order=open_order,
+            last_resolved_order=last,
+            under_maintenance=any(
+                o.asset_id == key.asset_id and o.status is WorkOrderStatus.IN_PROGRESS
+                for o in self.work_orders.orders.values()
+            ),
+            policy=self.policy,
+        )
+        if decision.alert is AlertAction.SKIP:
+            return None
+        firing: dict[str, Any] = {
+            "status": AlertStatus.FIRING,
+            "last_episode": fired.episode,
+            "fired_at": fired.at,
+            "value": fired.value,
+            "threshold": fired.threshold,
+            "predicted_crossing_at": fired.predicted_crossing_at,
+            "evidence": evidence_points(fired),
+            "suppressed": decision.suppressed,
+        }
+        if decision.alert is AlertAction.FOLD and previous is not None:
+            alert = previous.model_copy(
+                update={
+                    **firing,
+                    "fire_count": previous.fire_count + 1,
+                    "flapping": previous.flapping or decision.flapping,
+                    "acknowledged_at": None,
+                    "acknowledged_by": None,
+                    "resolved_at": None,
+                    "resolved_by": None,
+                }
+            )
+        else:
+            alert = Alert(
+                id=max(self.alerts, default=0) + 1,
+                rule_id=key.rule_id,
+                asset_id=key.asset_id,
+                metric=key.metric,
+                severity=rule.severity,
+                episode=fired.episode,
+                recorded_at=now,
+                **firing,
+            )
+        evidence = evidence_for(fired, key.metric, alert.id)
+        order: WorkOrder | None = None
+        if decision.order is OrderAction.APPEND and open_order is not None:
+            order = open_order.model_copy(
+                update={"evidence": [*open_order.evidence, evidence], "updated_at": now}
+            )
+        elif decision.order is OrderAction.REOPEN and last is not None:
+            order = self.work_orders.note(
+                last.model_copy(
+                    update={
+                        "status": WorkOrderStatus.REOPENED,
+                        "repeat_count": last.repeat_count + 1,
+                        "resolved_at": None,
+                        "resolution_note": None,
+                        "evidence": [*last.evidence, evidence],
+                        "updated_at": now,
+                    }
+                ),
+                "rules",
+                WorkOrderStatus.RESOLVED,
+            )
+        elif decision.order is OrderAction.CREATE:
+            title, description = work_order_text(
+                rule, self.assets.get(key.asset_id), key.asset_id, key.metric, fired
+            )
+            order = self.work_orders.note(
+                WorkOrder(
+                    id=self.work_orders.next_id(),
+                    kind=WorkOrderKind.PREDICTIVE,
+                    status=WorkOrderStatus.REQUESTED,
+                    priority=priority_for(rule.severity),
+                    asset_id=key.asset_id,
+                    title=title,
+                    description=description,
+                    rule_id=key.rule_id,
+                    evidence=[evidence],
+                    created_at=now,
+                    updated_at=now,
+                ),
+                "rules",
+                None,
+            )
+        if order is not None:
+            linked = sorted({*order.alert_ids, alert.id})
+            self.work_orders.orders[order.id] = order.model_copy(update={"alert_ids": linked})
+            alert = alert.model_copy(update={"work_order_id": order.id})
+        self.alerts[alert.id] = alert
+        return alert if decision.alert is AlertAction.OPEN or decision.flapping else None
+
+    def _resolved(self, key: StateKey, event: RuleResolved) -> None:
+        for alert in list(self.alerts.values()):
+            if (alert.rule_id, alert.asset_id, alert.metric) == key and resolves(alert, event):
+                self.alerts[alert.id] = alert.model_copy(
+                    update={"status": AlertStatus.RESOLVED, "resolved_at": event.at}
+                )
+
+    def get_alert(self, alert_id: int) -> Alert:
+        """Return an alert or raise NotFoundError."""
+        try:
+            return self.alerts[alert_id]
+        except KeyError:
+            raise NotFoundError(f"alert {alert_id} not found") from None
+
+    def list_alerts(
+        self,
+        *,
+        status: AlertStatus | None = None,
+        asset_id: str | None = None,
+        rule_id: str | None = None,
+        before_id: int | None = None,
+        limit: int = 100,
+    ) -> builtins.list[Alert]:
+        """Return alerts newest first."""
+        found = [
+            a
+            for i, a in sorted(self.alerts.items(), reverse=True)
+            if (status is None or a.status == status)
+            and (asset_id is None or a.asset_id == asset_id)
+            and (rule_id is None or a.rule_id == rule_id)
+            and (before_id is None or i < before_id)
+        ]
+        return found[:limit]
+
+    def acknowledge(self, alert_id: int, actor: str, note: str | None, now: datetime) -> Alert:
+        """Acknowledge a firing alert."""
+        changes = {"acknowledged_at": now, "acknowledged_by": actor}
+        return self._move(alert_id, {AlertStatus.FIRING}, AlertStatus.ACKNOWLEDGED, note, changes)
+
+    def resolve(self, alert_id: int, actor: str, note: str | None, now: datetime) -> Alert:
+        """Resolve an open alert by hand."""
+        changes = {"resolved_at": now, "resolved_by": actor}
+        return self._move(alert_id, OPEN_ALERT_STATUSES, AlertStatus.RESOLVED, note, changes)
+
+    def _move(
+        self,
+        alert_id: int,
+        allowed: Iterable[AlertStatus],
+        target: AlertStatus,
+        note: str | None,
+        changes: dict[str, Any],
+    ) -> Alert:
+        current = self.get_alert(alert_id)
+        if current.status not in set(allowed):
+            raise InvalidTransitionError(f"cannot move a {current.status} alert to {target}")
+        if note is not None:
+            changes["note"] = note
+        moved = current.model_copy(update={**changes, "status": target})
+        self.alerts[alert_id] = moved
+        return moved

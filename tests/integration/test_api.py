@@ -23,6 +23,7 @@ from core.telemetry import (
     Reading,
     datetime_to_ms,
 )
+from storage.alerting import SqlAlertStore, SqlWorkOrderRepository
 from storage.db import create_engine_for, migrate
 from storage.repositories import (
     SqlAssetRepository,
@@ -46,6 +47,8 @@ class Api:
     telemetry: InMemoryTelemetryStore
     assets: SqlAssetRepository
     deadletters: SqlDeadLetterRepository
+    alerts: SqlAlertStore
+    work_orders: SqlWorkOrderRepository
     token_repo: SqlTokenRepository
     registry: CollectorRegistry
     readiness: dict[str, Callable[[], bool]]
@@ -63,6 +66,8 @@ def build_api(url: str, routers: Sequence[APIRouter] = ()) -> Iterator[Api]:
     telemetry = InMemoryTelemetryStore()
     assets = SqlAssetRepository(engine, clock=clock)
     deadletters = SqlDeadLetterRepository(engine)
+    alerts = SqlAlertStore(engine, clock)
+    work_orders = SqlWorkOrderRepository(engine)
     token_repo = SqlTokenRepository(engine)
     registry = CollectorRegistry()
     readiness: dict[str, Callable[[], bool]] = {}
@@ -72,6 +77,8 @@ def build_api(url: str, routers: Sequence[APIRouter] = ()) -> Iterator[Api]:
         telemetry=telemetry,
         tokens=token_repo,
         rules=SqlRuleRepository(engine, clock),
+        alerts=alerts,
+        work_orders=work_orders,
         metrics_registry=registry,
         readiness_checks=readiness,
         clock=clock,
@@ -82,6 +89,8 @@ def build_api(url: str, routers: Sequence[APIRouter] = ()) -> Iterator[Api]:
         telemetry=telemetry,
         assets=assets,
         deadletters=deadletters,
+        alerts=alerts,
+        work_orders=work_orders,
         token_repo=token_repo,
         registry=registry,
         readiness=readiness,

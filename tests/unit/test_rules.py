@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,6 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from core.assets import Asset
+from core.telemetry import Reading
+from rules.engine import RuleEngine, StateKey
 from rules.evaluate import (
     Event,
     RuleCancelled,
@@ -350,3 +354,57 @@ def test_replaying_with_duplicates_yields_the_same_alerts(
     _, with_duplicates = run(r, duplicated)
     assert once == with_duplicates
     assert all(not isinstance(e, RulePending) or e.value > 80 for e in once)
+
+
+# --- regressions found by tests/unit/test_rule_properties.py ----------------------------
+
+
+def test_a_late_tick_fires_a_hold_that_elapsed_before_the_gap_did() -> None:
+    # Due at T0+5s, gap at T0+10s: a timer ticking every second fires at T0+5s, and so must
+    # a tick that comes late (a restart, a backtest ticking at the next reading).
+    r = rule(ABOVE_80, hold_for="PT5S", max_gap="PT10S")
+    state, _ = run(r, [(T0, 81)])
+    _, events = tick(r, state, T0 + 60 * S)
+    assert kinds(events) == ["RuleFired"]
+    assert events[0].at == at(T0 + 5 * S)
+    # The other way round, the gap wins whenever the tick comes.
+    slow = rule(ABOVE_80, hold_for="PT20S", max_gap="PT10S")
+    state, _ = run(slow, [(T0, 81)])
+    for now in (T0 + 11 * S, T0 + 60 * S):
+        _, events = tick(slow, state, now)
+        assert events == [RuleCancelled(at(T0 + 10 * S), "gap")]
+
+
+def test_one_late_tick_takes_every_transition_that_fell_due() -> None:
+    r = rule({"kind": "no_data", "silence": "PT10S"}, quiet_period="PT5S")
+    state, _ = run(r, [(T0, 1.0)])
+    state, events = tick(r, state, T0 + 10 * S)
+    assert kinds(events) == ["RuleFired"]
+    state, events = evaluate(r, state, T0 + 12 * S, 1.0)  # data again: the quiet period starts
+    assert events == []
+    # By T0+30s the quiet period ended (T0+17s) and the silence fired again (T0+22s).
+    _, events = tick(r, state, T0 + 30 * S)
+    assert events == [
+        RuleResolved(at(T0 + 17 * S), 1),
+        RuleFired(at(T0 + 22 * S), 2, 1.0, None, ((T0, 1.0), (T0 + 12 * S, 1.0))),
+    ]
+
+
+def test_a_pending_rule_still_fed_survives_a_restart() -> None:
+    # Outcomes carry a pending key's newest reading time, so the persisted state holds it
+    # and the first tick after a restart does not mistake the stale time for a gap.
+    r = rule(ABOVE_80, hold_for="PT30S", max_gap="PT10S")
+    engine: RuleEngine = RuleEngine([r])
+    persisted: dict[StateKey, RuleState] = {}
+    for second in range(0, 26, 5):
+        outcomes = engine.apply([Reading("pump-1", "temperature_c", T0 + second * S, 90)], _none)
+        persisted.update((o.key, replace(o.state, window=())) for o in outcomes)
+    assert persisted[StateKey("r1", "pump-1", "temperature_c")].last_ts_ms == T0 + 25 * S
+    restarted = RuleEngine([r], persisted)
+    [fired] = [e for o in restarted.tick(T0 + 30 * S) for e in o.events]
+    assert isinstance(fired, RuleFired)
+    assert fired.at == at(T0 + 30 * S)
+
+
+def _none(_asset_id: str) -> Asset | None:
+    return None

@@ -106,7 +106,7 @@ def upgrade() -> None:
         sa.Column("note", sa.Text()),
         sa.PrimaryKeyConstraint("id", name="pk_alerts"),
         sa.UniqueConstraint(
-            "rule_id", "asset_id", "metric", "episode", name="uq_alerts_key_episode"
+            "rule_id", "asset_id", "metric", "fired_at", name="uq_alerts_key_fired_at"
         ),
     )
     op.create_index("ix_alerts_status", "alerts", ["status"])

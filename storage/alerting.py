@@ -1,0 +1,706 @@
+"""SQL stores of rule states, alerts and work orders (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import builtins
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, RowMapping, exists, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+
+from core.assets import Asset
+from core.clock import Clock, SystemClock
+from core.errors import ConflictError, NotFoundError, ValidationError
+from core.workorders import (
+    Evidence,
+    InvalidTransitionError,
+    NewWorkOrder,
+    WorkOrder,
+    WorkOrderKind,
+    WorkOrderStatus,
+    check_resolve,
+    check_start,
+)
+from rules.alerting import (
+    OPEN_ALERT_STATUSES,
+    Alert,
+    AlertAction,
+    AlertPolicy,
+    AlertStatus,
+    Decision,
+    OrderAction,
+    decide,
+    evidence_for,
+    evidence_points,
+    is_replay,
+    priority_for,
+    work_order_text,
+)
+from rules.engine import KeyedOutcome, StateKey
+from rules.evaluate import RuleFired, RuleResolved, RuleState, Status
+from storage.tables import alerts, assets, rule_states, work_order_events, work_orders
+
+log = logging.getLogger(__name__)
+
+RULES_ACTOR = "rules"
+SYSTEM_ACTOR = "system"
+# A batch that lost a race (another writer opened the same order first) is replayed this
+# often; the replay sees the winner's rows and appends to them instead.
+_RECORD_ATTEMPTS = 3
+_OPEN_ALERT_VALUES = sorted(status.value for status in OPEN_ALERT_STATUSES)
+_PG_UNIQUE_VIOLATION = "23505"
+
+
+class _LostRaceError(Exception):
+    """A row this batch read was changed by a concurrent writer: replay the batch."""
+
+
+def open_key(rule_id: str, asset_id: str) -> str:
+    """Return the key that marks the one open predictive order of a (rule, asset)."""
+    return f"{rule_id}|{asset_id}"
+
+
+def _is_unique_violation(error: IntegrityError) -> bool:
+    original = error.orig
+    if getattr(original, "sqlstate", None) == _PG_UNIQUE_VIOLATION:
+        return True
+    return "UNIQUE constraint failed" in str(original)
+
+
+def _upsert_state(connection: Connection, key: StateKey, state: RuleState, now: datetime) -> None:
+    values: dict[str, Any] = {
+        "rule_id": key.rule_id,
+        "asset_id": key.asset_id,
+        "metric": key.metric,
+        "status": state.status.value,
+        "last_ts_ms": state.last_ts_ms,
+        "pending_since_ms": state.pending_since_ms,
+        "firing_since_ms": state.firing_since_ms,
+        "clear_since_ms": state.clear_since_ms,
+        "episode": state.episode,
+        "updated_at": now,
+    }
+    primary_key = ["rule_id", "asset_id", "metric"]
+    changed = [name for name in values if name not in primary_key]
+    dialect = connection.dialect.name
+    if dialect == "postgresql":
+        pg = postgresql.insert(rule_states).values(values)
+        statement: Any = pg.on_conflict_do_update(
+            index_elements=primary_key, set_={name: pg.excluded[name] for name in changed}
+        )
+    elif dialect == "sqlite":
+        lite = sqlite.insert(rule_states).values(values)
+        statement = lite.on_conflict_do_update(
+            index_elements=primary_key, set_={name: lite.excluded[name] for name in changed}
+        )
+    else:
+        raise NotImplementedError(f"no upsert for {dialect}")
+    connection.execute(statement)
+
+
+def _alert_from_row(row: RowMapping) -> Alert:
+    return Alert.model_validate(dict(row))
+
+
+def _order_from_row(row: RowMapping, alert_ids: builtins.list[int]) -> WorkOrder:
+    return WorkOrder.model_validate({**row, "alert_ids": alert_ids})
+
+
+def _evidence_json(evidence: Sequence[Evidence]) -> builtins.list[dict[str, Any]]:
+    return [item.model_dump(mode="json") for item in evidence]
+
+
+def _audit(
+    connection: Connection,
+    order_id: int,
+    *,
+    at: datetime,
+    actor: str,
+    from_status: WorkOrderStatus | None,
+    to_status: WorkOrderStatus,
+    note: str | None = None,
+) -> None:
+    connection.execute(
+        insert(work_order_events).values(
+            work_order_id=order_id,
+            at=at,
+            actor=actor,
+            from_status=from_status.value if from_status is not None else None,
+            to_status=to_status.value,
+            note=note,
+        )
+    )
+
+
+def _read_order(connection: Connection, order_id: int) -> WorkOrder:
+    row = connection.execute(select(work_orders).where(work_orders.c.id == order_id)).first()
+    if row is None:
+        raise NotFoundError(f"work order {order_id} not found", work_order_id=order_id)
+    alert_ids = connection.execute(
+        select(alerts.c.id).where(alerts.c.work_order_id == order_id).order_by(alerts.c.id)
+    ).scalars()
+    return _order_from_row(row._mapping, list(alert_ids))
+
+
+def _read_alert(connection: Connection, alert_id: int) -> Alert:
+    row = connection.execute(select(alerts).where(alerts.c.id == alert_id)).first()
+    if row is None:
+        raise NotFoundError(f"alert {alert_id} not found", alert_id=alert_id)
+    return _alert_from_row(row._mapping)
+
+
+class SqlAlertStore:
+    """Rule states, alerts and the predictive work orders they open, in a SQL database."""
+
+    def __init__(
+        self, engine: Engine, clock: Clock | None = None, policy: AlertPolicy | None = None
+    ) -> None:
+        self._engine = engine
+        # Unused for now: every method is handed its `now`. Kept so all Sql* stores are
+        # built alike, (engine, clock, ...), by the composition root.
+        self._clock = clock or SystemClock()
+        self._policy = policy or AlertPolicy()
+
+    def load_states(self) -> dict[StateKey, RuleState]:
+        """Return every persisted rule state; windows are empty until rebuilt from telemetry."""
+        with self._engine.connect() as connection:
+            rows = connection.execute(select(rule_states))
+            return {
+                StateKey(row.rule_id, row.asset_id, row.metric): RuleState(
+                    status=Status(row.status),
+                    last_ts_ms=row.last_ts_ms,
+                    pending_since_ms=row.pending_since_ms,
+                    firing_since_ms=row.firing_since_ms,
+                    clear_since_ms=row.clear_since_ms,
+                    episode=row.episode,
+                )
+                for row in rows
+            }
+
+    def record(self, outcomes: Sequence[KeyedOutcome], now: datetime) -> builtins.list[Alert]:
+        """Persist states and turn their events into alerts and work orders, in one transaction.
+
+        Return, in event order, each alert this batch opened (`fire_count` 1, not `flapping`)
+        or reopened (`flapping`: folded into an alert the rule had just cleared), as it stood
+        right after that firing, so a spike that also clears within the batch is still seen
+        opening. Page for those neither `suppressed` nor `flapping`: that is `Decision.pages`.
+        A firing folded into an alert that is still open is not returned. Replaying an outcome
+        already recorded changes nothing and returns nothing for it.
+        """
+        if not outcomes:
+            return []
+        for attempt in range(1, _RECORD_ATTEMPTS + 1):
+            try:
+                with self._engine.begin() as connection:
+                    return self._record(connection, outcomes, now)
+            except IntegrityError as exc:
+                if attempt == _RECORD_ATTEMPTS or not _is_unique_violation(exc):
+                    raise
+                log.info("alert batch lost a race (%s); replaying it", exc.orig)
+            except _LostRaceError as exc:
+                if attempt == _RECORD_ATTEMPTS:
+                    raise ConflictError(f"alert batch kept losing races: {exc}") from exc
+                log.info("alert batch lost a race (%s); replaying it", exc)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _record(
+        self, connection: Connection, outcomes: Sequence[KeyedOutcome], now: datetime
+    ) -> builtins.list[Alert]:
+        opened: builtins.list[Alert] = []
+        for outcome in outcomes:
+            # The state row is written first: on PostgreSQL its row lock queues concurrent
+            # batches of the same key behind this one before they read any alert.
+            _upsert_state(connection, outcome.key, outcome.state, now)
+            for event in outcome.events:
+                if isinstance(event, RuleFired):
+                    alert = self._fired(connection, outcome, event, now)
+                    if alert is not None:
+                        opened.append(alert)
+                elif isinstance(event, RuleResolved):
+                    self._resolved(connection, outcome.key, event)
+        return opened
+
+    def _fired(
+        self, connection: Connection, outcome: KeyedOutcome, fired: RuleFired, now: datetime
+    ) -> Alert | None:
+        key = outcome.key
+        previous_row = connection.execute(
+            select(alerts)
+            .where(
+                alerts.c.rule_id == key.rule_id,
+                alerts.c.asset_id == key.asset_id,
+                alerts.c.metric == key.metric,
+            )
+            .order_by(alerts.c.id.desc())
+            .limit(1)
+        ).first()
+        previous = _alert_from_row(previous_row._mapping) if previous_row is not None else None
+        if is_replay(previous, fired):
+            return None  # a replay: skip the reads decide() would not need
+        # FOR UPDATE so two batches of the same (rule, asset) cannot both append evidence
+        # from the same read and lose one of them (SQLite serialises writers anyway).
+        open_row = connection.execute(
+            select(work_orders)
+            .where(work_orders.c.open_key == open_key(key.rule_id, key.asset_id))
+            .with_for_update()
+        ).first()
+        resolved_row = connection.execute(
+            select(work_orders)
+            .where(
+                work_orders.c.kind == WorkOrderKind.PREDICTIVE.value,
+                work_orders.c.rule_id == key.rule_id,
+                work_orders.c.asset_id == key.asset_id,
+                work_orders.c.status == WorkOrderStatus.RESOLVED.value,
+            )
+            .order_by(work_orders.c.resolved_at.desc(), work_orders.c.id.desc())
+            .limit(1)
+        ).first()
+        under_maintenance = bool(
+            connection.execute(
+                select(
+                    exists().where(
+                        work_orders.c.asset_id == key.asset_id,
+                        work_orders.c.status == WorkOrderStatus.IN_PROGRESS.value,
+                    )
+                )
+            ).scalar()
+        )
+        open_order = _order_from_row(open_row._mapping, []) if open_row is not None else None
+        resolved = _order_from_row(resolved_row._mapping, []) if resolved_row is not None else None
+        decision = decide(
+            fired,
+            previous_alert=previous,
+            open_order=open_order,
+            last_resolved_order=resolved,
+            under_maintenance=under_maintenance,
+            policy=self._policy,
+        )
+        if decision.alert is AlertAction.SKIP:
+            return None
+        if decision.alert is AlertAction.FOLD and previous is not None:
+            alert_id = previous.id
+            self._fold_alert(connection, previous, fired, decision)
+        else:
+            alert_id = self._open_alert(connection, outcome, fired, decision, now)
+        order_id = self._apply_order(
+            connection,
+            decision.order,
+            outcome=outcome,
+            fired=fired,
+            alert_id=alert_id,
+            open_order=open_order,
+            resolved=resolved,
+            now=now,
+        )
+        if order_id is not None:
+            connection.execute(
+                update(alerts).where(alerts.c.id == alert_id).values(work_order_id=order_id)
+            )
+        if decision.alert is AlertAction.OPEN or decision.flapping:
+            return _read_alert(connection, alert_id)
+        return None
+
+    def _open_alert(
+        self,
+        connection: Connection,
+        outcome: KeyedOutcome,
+        fired: RuleFired,
+        decision: Decision,
+        now: datetime,
+    ) -> int:
+        key = outcome.key
+        statement = (
+            insert(alerts)
+            .values(
+                rule_id=key.rule_id,
+                asset_id=key.asset_id,
+                metric=key.metric,
+                severity=outcome.rule.severity.value,
+                status=AlertStatus.FIRING.value,
+                episode=fired.episode,
+                last_episode=fired.episode,
+                fired_at=fired.at,
+                value=fired.value,
+                threshold=fired.threshold,
+                predicted_crossing_at=fired.predicted_crossing_at,
+                evidence=[point.model_dump(mode="json") for point in evidence_points(fired)],
+                suppressed=decision.suppressed,
+                flapping=decision.flapping,
+                fire_count=1,
+                recorded_at=now,
+            )
+            .returning(alerts.c.id)
+        )
+        return int(connection.execute(statement).scalar_one())
+
+    def _fold_alert(
+        self, connection: Connection, previous: Alert, fired: RuleFired, decision: Decision
+    ) -> None:
+        # The alert fires again, so it wants a new acknowledgement as well as a new resolution.
+        connection.execute(
+            update(alerts)
+            .where(alerts.c.id == previous.id)
+            .values(
+                status=AlertStatus.FIRING.value,
+                last_episode=fired.episode,
+                fire_count=alerts.c.fire_count + 1,
+                flapping=previous.flapping or decision.flapping,
+                suppressed=decision.suppressed,
+                fired_at=fired.at,
+                value=fired.value,
+                threshold=fired.threshold,
+                predicted_crossing_at=fired.predicted_crossing_at,
+                evidence=[point.model_dump(mode="json") for point in evidence_points(fired)],
+                acknowledged_at=None,
+                acknowledged_by=None,
+                resolved_at=None,
+                resolved_by=None,
+            )
+        )
+
+    def _apply_order(
+        self,
+        connection: Connection,
+        action: OrderAction,
+        *,
+        outcome: KeyedOutcome,
+        fired: RuleFired,
+        alert_id: int,
+        open_order: WorkOrder | None,
+        resolved: WorkOrder | None,
+        now: datetime,
+    ) -> int | None:
+        key = outcome.key
+        evidence = evidence_for(fired, key.metric, alert_id)
+        if action is OrderAction.APPEND and open_order is not None:
+            connection.execute(
+                update(work_orders)
+                .where(work_orders.c.id == open_order.id)
+                .values(evidence=_evidence_json([*open_order.evidence, evidence]), updated_at=now)
+            )
+            return open_order.id
+        if action is OrderAction.REOPEN and resolved is not None:
+            result = connection.execute(
+                update(work_orders)
+                .where(
+                    work_orders.c.id == resolved.id,
+                    work_orders.c.status == WorkOrderStatus.RESOLVED.value,
+                )
+                .values(
+                    status=WorkOrderStatus.REOPENED.value,
+                    repeat_count=work_orders.c.repeat_count + 1,
+                    open_key=open_key(key.rule_id, key.asset_id),
+                    resolved_at=None,
+                    resolution_note=None,  # kept in the audit row of the resolution
+                    evidence=_evidence_json([*resolved.evidence, evidence]),
+                    updated_at=now,
+                )
+            )
+            if result.rowcount == 0:
+                raise _LostRaceError(f"work order {resolved.id} changed while being reopened")
+            _audit(
+                connection,
+                resolved.id,
+                at=now,
+                actor=RULES_ACTOR,
+                from_status=WorkOrderStatus.RESOLVED,
+                to_status=WorkOrderStatus.REOPENED,
+                note=f"rule {key.rule_id} fired again within the reopen window",
+            )
+            return resolved.id
+        if action is OrderAction.CREATE:
+            return self._create_order(connection, outcome, fired, evidence, now)
+        return None
+
+    def _create_order(
+        self,
+        connection: Connection,
+        outcome: KeyedOutcome,
+        fired: RuleFired,
+        evidence: Evidence,
+        now: datetime,
+    ) -> int:
+        key, rule = outcome.key, outcome.rule
+        asset_row = connection.execute(select(assets).where(assets.c.id == key.asset_id)).first()
+        asset = Asset.model_validate(dict(asset_row._mapping)) if asset_row is not None else None
+        title, description = work_order_text(rule, asset, key.asset_id, key.metric, fired)
+        statement = (
+            insert(work_orders)
+            .values(
+                kind=WorkOrderKind.PREDICTIVE.value,
+                status=WorkOrderStatus.REQUESTED.value,
+                priority=priority_for(rule.severity).value,
+                asset_id=key.asset_id,
+                title=title,
+                description=description,
+                rule_id=key.rule_id,
+                open_key=open_key(key.rule_id, key.asset_id),
+                evidence=_evidence_json([evidence]),
+                repeat_count=0,
+                created_at=now,
+                updated_at=now,
+            )
+            .returning(work_orders.c.id)
+        )
+        order_id = int(connection.execute(statement).scalar_one())
+        _audit(
+            connection,
+            order_id,
+            at=now,
+            actor=RULES_ACTOR,
+            from_status=None,
+            to_status=WorkOrderStatus.REQUESTED,
+            note=f"rule {key.rule_id} fired on {key.metric}",
+        )
+        return order_id
+
+    def _resolved(self, connection: Connection, key: StateKey, event: RuleResolved) -> None:
+        # The key's open alert (at most one), if it fired before this resolution: see
+        # rules.alerting.resolves. A person's resolution stands.
+        connection.execute(
+            update(alerts)
+            .where(
+                alerts.c.rule_id == key.rule_id,
+                alerts.c.asset_id == key.asset_id,
+                alerts.c.metric == key.metric,
+                alerts.c.fired_at <= event.at,
+                alerts.c.status.in_(_OPEN_ALERT_VALUES),
+            )
+            .values(status=AlertStatus.RESOLVED.value, resolved_at=event.at, resolved_by=None)
+        )
+
+    def get_alert(self, alert_id: int) -> Alert:
+        """Return an alert; raise NotFoundError if absent."""
+        with self._engine.connect() as connection:
+            return _read_alert(connection, alert_id)
+
+    def list_alerts(
+        self,
+        *,
+        status: AlertStatus | None = None,
+        asset_id: str | None = None,
+        rule_id: str | None = None,
+        before_id: int | None = None,
+        limit: int = 100,
+    ) -> builtins.list[Alert]:
+        """Return alerts newest first, before `before_id` (keyset pagination)."""
+        query = select(alerts).order_by(alerts.c.id.desc()).limit(limit)
+        if status is not None:
+            query = query.where(alerts.c.status == AlertStatus(status).value)
+        if asset_id is not None:
+            query = query.where(alerts.c.asset_id == asset_id)
+        if rule_id is not None:
+            query = query.where(alerts.c.rule_id == rule_id)
+        if before_id is not None:
+            query = query.where(alerts.c.id < before_id)
+        with self._engine.connect() as connection:
+            return [_alert_from_row(row._mapping) for row in connection.execute(query)]
+
+    def acknowledge(self, alert_id: int, actor: str, note: str | None, now: datetime) -> Alert:
+        """Mark a firing alert acknowledged; InvalidTransitionError if it is not firing."""
+        values: dict[str, Any] = {
+            "status": AlertStatus.ACKNOWLEDGED.value,
+            "acknowledged_at": now,
+            "acknowledged_by": actor,
+        }
+        return self._transition(
+            alert_id, [AlertStatus.FIRING.value], values, note, AlertStatus.ACKNOWLEDGED
+        )
+
+    def resolve(self, alert_id: int, actor: str, note: str | None, now: datetime) -> Alert:
+        """Resolve an open alert by hand; InvalidTransitionError if already resolved."""
+        values: dict[str, Any] = {
+            "status": AlertStatus.RESOLVED.value,
+            "resolved_at": now,
+            "resolved_by": actor,
+        }
+        return self._transition(alert_id, _OPEN_ALERT_VALUES, values, note, AlertStatus.RESOLVED)
+
+    def _transition(
+        self,
+        alert_id: int,
+        allowed: builtins.list[str],
+        values: dict[str, Any],
+        note: str | None,
+        target: AlertStatus,
+    ) -> Alert:
+        if note is not None:
+            values["note"] = note
+        # The status guard in the WHERE clause makes concurrent transitions race-free:
+        # whichever commits second matches no row.
+        with self._engine.begin() as connection:
+            row = connection.execute(
+                update(alerts)
+                .where(alerts.c.id == alert_id, alerts.c.status.in_(allowed))
+                .values(values)
+                .returning(*alerts.c)
+            ).first()
+            if row is not None:
+                return _alert_from_row(row._mapping)
+            current = _read_alert(connection, alert_id)
+        raise InvalidTransitionError(
+            f"cannot move an alert that is {current.status.value} to {target.value}",
+            status=current.status.value,
+            target=target.value,
+        )
+
+
+class SqlWorkOrderRepository:
+    """Work orders and their audit trail in a SQL database."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def create(self, order: NewWorkOrder, now: datetime, actor: str = SYSTEM_ACTOR) -> WorkOrder:
+        """Open a corrective or preventive work order by hand; predictive ones come from rules."""
+        kind = WorkOrderKind(order.kind)
+        if kind is WorkOrderKind.PREDICTIVE:
+            raise ValidationError(
+                "predictive work orders are opened by rules, not by hand", kind=kind.value
+            )
+        with self._engine.connect() as connection:
+            known = connection.execute(
+                select(assets.c.id).where(assets.c.id == order.asset_id)
+            ).first()
+        if known is None:
+            raise ValidationError(
+                f"asset {order.asset_id!r} is not registered", asset_id=order.asset_id
+            )
+        with self._engine.begin() as connection:
+            order_id = int(
+                connection.execute(
+                    insert(work_orders)
+                    .values(
+                        kind=kind.value,
+                        status=WorkOrderStatus.REQUESTED.value,
+                        priority=order.priority.value,
+                        asset_id=order.asset_id,
+                        title=order.title,
+                        description=order.description,
+                        rule_id=None,
+                        open_key=None,
+                        evidence=[],
+                        repeat_count=0,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                    .returning(work_orders.c.id)
+                ).scalar_one()
+            )
+            _audit(
+                connection,
+                order_id,
+                at=now,
+                actor=actor,
+                from_status=None,
+                to_status=WorkOrderStatus.REQUESTED,
+            )
+            return _read_order(connection, order_id)
+
+    def get(self, order_id: int) -> WorkOrder:
+        """Return a work order with the ids of its alerts; raise NotFoundError if absent."""
+        with self._engine.connect() as connection:
+            return _read_order(connection, order_id)
+
+    def list(
+        self,
+        *,
+        status: WorkOrderStatus | None = None,
+        kind: WorkOrderKind | None = None,
+        asset_id: str | None = None,
+        rule_id: str | None = None,
+        before_id: int | None = None,
+        limit: int = 100,
+    ) -> builtins.list[WorkOrder]:
+        """Return work orders newest first, before `before_id` (keyset pagination)."""
+        query = select(work_orders).order_by(work_orders.c.id.desc()).limit(limit)
+        if status is not None:
+            query = query.where(work_orders.c.status == WorkOrderStatus(status).value)
+        if kind is not None:
+            query = query.where(work_orders.c.kind == WorkOrderKind(kind).value)
+        if asset_id is not None:
+            query = query.where(work_orders.c.asset_id == asset_id)
+        if rule_id is not None:
+            query = query.where(work_orders.c.rule_id == rule_id)
+        if before_id is not None:
+            query = query.where(work_orders.c.id < before_id)
+        with self._engine.connect() as connection:
+            rows = [row._mapping for row in connection.execute(query)]
+            alert_ids: dict[int, builtins.list[int]] = {row["id"]: [] for row in rows}
+            if alert_ids:
+                linked = connection.execute(
+                    select(alerts.c.work_order_id, alerts.c.id)
+                    .where(alerts.c.work_order_id.in_(list(alert_ids)))
+                    .order_by(alerts.c.id)
+                )
+                for order_id, alert_id in linked:
+                    alert_ids[order_id].append(alert_id)
+        return [_order_from_row(row, alert_ids[row["id"]]) for row in rows]
+
+    def start(self, order_id: int, actor: str, now: datetime) -> WorkOrder:
+        """Move a work order to in_progress; InvalidTransitionError when it cannot."""
+        current = self.get(order_id)
+        check_start(current.status)
+        return self._transition(
+            current,
+            WorkOrderStatus.IN_PROGRESS,
+            actor=actor,
+            note=None,
+            now=now,
+            values={"updated_at": now},
+        )
+
+    def resolve(self, order_id: int, actor: str, note: str | None, now: datetime) -> WorkOrder:
+        """Resolve an open work order; InvalidTransitionError when it is not open."""
+        current = self.get(order_id)
+        check_resolve(current.status)
+        values = {
+            "updated_at": now,
+            "resolved_at": now,
+            "resolution_note": note,
+            "open_key": None,  # lets the next firing open (or reopen) an order
+        }
+        return self._transition(
+            current, WorkOrderStatus.RESOLVED, actor=actor, note=note, now=now, values=values
+        )
+
+    def _transition(
+        self,
+        current: WorkOrder,
+        target: WorkOrderStatus,
+        *,
+        actor: str,
+        note: str | None,
+        now: datetime,
+        values: dict[str, Any],
+    ) -> WorkOrder:
+        # The status was checked outside the transaction (SQLite cannot upgrade a read to a
+        # write when another writer got in between); the guard below makes the check hold.
+        with self._engine.begin() as connection:
+            result = connection.execute(
+                update(work_orders)
+                .where(
+                    work_orders.c.id == current.id,
+                    work_orders.c.status == current.status.value,
+                )
+                .values(status=target.value, **values)
+            )
+            if result.rowcount == 0:
+                raise ConflictError(
+                    f"work order {current.id} changed while being updated; read it again",
+                    work_order_id=current.id,
+                )
+            _audit(
+                connection,
+                current.id,
+                at=now,
+                actor=actor,
+                from_status=current.status,
+                to_status=target,
+                note=note,
+            )
+            return _read_order(connection, current.id)
