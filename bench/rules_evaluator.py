@@ -272,6 +272,11 @@ class Run:
     readings: int
     seconds: float
     readings_per_s: float
+    # CPU time of this process over the same calls: a share below 1 means the machine
+    # took the core away for part of the run (another process, the hypervisor).
+    cpu_seconds: float
+    cpu_share: float
+    readings_per_cpu_s: float
     evaluations_per_s: float
     outcomes: int
     events: dict[str, int]
@@ -352,11 +357,13 @@ def timed_run(setup: Setup, run: int) -> Run:
     warm_s = time.perf_counter() - started
     lookup = setup.lookup
     outcomes: list[KeyedOutcome] = []
-    seconds = 0.0
+    seconds = cpu_seconds = 0.0
     for batch in batches(setup.timed, setup.batch):
+        cpu_start = time.process_time()
         start = time.perf_counter()
         produced = engine.apply(batch, lookup)
         seconds += time.perf_counter() - start
+        cpu_seconds += time.process_time() - cpu_start
         outcomes += produced
     now_ms = setup.timed[-1].ts_ms + STEP_MS
     start = time.perf_counter()
@@ -375,6 +382,9 @@ def timed_run(setup: Setup, run: int) -> Run:
         readings=n,
         seconds=seconds,
         readings_per_s=n / seconds,
+        cpu_seconds=cpu_seconds,
+        cpu_share=cpu_seconds / seconds,
+        readings_per_cpu_s=n / cpu_seconds,
         evaluations_per_s=n * setup.matched_per_reading / seconds,
         outcomes=len(outcomes),
         events=dict(sorted(events.items())),
@@ -483,6 +493,8 @@ def summarize(runs: Sequence[Run], setup: Setup) -> dict[str, Any]:
     """Return medians and ranges over the runs."""
     return {
         "readings_per_s": _spread([r.readings_per_s for r in runs]),
+        "readings_per_cpu_s": _spread([r.readings_per_cpu_s for r in runs]),
+        "cpu_share": _spread([r.cpu_share for r in runs]),
         "evaluations_per_s": _spread([r.evaluations_per_s for r in runs]),
         "us_per_evaluation": _spread([1e6 / r.evaluations_per_s for r in runs]),
         "matched_rules_per_reading": setup.matched_per_reading,
@@ -514,6 +526,9 @@ def render_table(result: Mapping[str, Any]) -> str:
         f"{setup['metrics']} metrics, {setup['timed_readings']:,} readings per run in "
         f"batches of {setup['batch']}, {result['args']['runs']} runs; median (min-max)",
         f"  {'readings/s':<34} {_fmt(s['readings_per_s'])}",
+        f"  {'readings per CPU second':<34} {_fmt(s['readings_per_cpu_s'])}",
+        f"  {'CPU share while timed':<34} {_fmt(s['cpu_share'], digits=2)}"
+        f"  (below 1.00: the run lost the core for a while)",
         f"  {'rule evaluations/s':<34} {_fmt(s['evaluations_per_s'])}",
         f"  {'µs per evaluation':<34} {_fmt(s['us_per_evaluation'], digits=2)}",
         f"  {'matched rules per reading (mean)':<34} {s['matched_rules_per_reading']:.2f}",
@@ -595,7 +610,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         run = timed_run(setup, n)
         runs.append(run)
         print(
-            f"run {n}: {run.readings_per_s:,.0f} readings/s, "
+            f"run {n}: {run.readings_per_s:,.0f} readings/s (CPU share {run.cpu_share:.2f}), "
             f"{run.evaluations_per_s:,.0f} evaluations/s, {run.outcomes} outcomes, "
             f"tick {run.tick_steady_ms:.2f} ms",
             flush=True,

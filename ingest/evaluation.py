@@ -180,8 +180,9 @@ class RuleRunner:
             if self._engine.rules:
                 self._warm(readings)
                 self._unrecorded += self._engine.apply(readings, self._asset)
-                self._metrics.evaluations.inc(len(readings))
             self._record()
+        # Counted once recorded, so the counter never runs ahead of the database.
+        self._metrics.evaluations.inc(len(readings))
         self._metrics.evaluation_seconds.observe(time.perf_counter() - started)
 
     def _warm(self, readings: Sequence[Reading]) -> None:

@@ -14,6 +14,9 @@ import psycopg
 import pytest
 
 from core.settings import InfluxSettings
+from rules.model import Rule
+from storage.db import create_engine_for, migrate
+from storage.repositories import SqlRuleRepository
 from tests.e2e.conftest import StartIngest, influx_env
 from tests.support.binaries import free_port
 from tests.support.influx import InfluxServer
@@ -106,18 +109,32 @@ def test_ingest_workers_share_the_load_and_a_killed_worker_comes_back(
     influx_settings: InfluxSettings,
 ) -> None:  # fmt: skip
     base_port = free_port()
+    database_url = f"sqlite:///{tmp_path / 'pmkeeper.db'}"
+    engine = create_engine_for(database_url)
+    migrate(engine)
+    SqlRuleRepository(engine).add(
+        Rule.model_validate(
+            {
+                "id": "hot",
+                "name": "Hot",
+                "selector": {"metric": "temperature_c", "asset_id": "hot-1"},
+                "condition": {"kind": "threshold", "comparison": "above", "threshold": 80},
+            }
+        )
+    )
     parent = PmkeeperProcess(
         ["ingest", "--workers", "2"],
         {
             "PMK_MQTT__URL": mosquitto.url,
             "PMK_MQTT__CLIENT_ID": f"workers-{uuid.uuid4().hex[:6]}",
-            "PMK_DATABASE__URL": f"sqlite:///{tmp_path / 'pmkeeper.db'}",
+            "PMK_DATABASE__URL": database_url,
             "PMK_INGEST__METRICS_PORT": str(base_port),
             **influx_env(influx_settings),
         },
         tmp_path,
     )
-    workers = [PmkeeperProcess(["ingest"], {}, tmp_path) for _ in range(2)]
+    # Two storing workers on the shared subscription, and the rules process (base port + 2).
+    workers = [PmkeeperProcess(["ingest"], {}, tmp_path) for _ in range(3)]
     for index, worker in enumerate(workers):
         worker.metrics_port = base_port + index  # scrape each worker of the parent
     parent.start()
@@ -141,19 +158,40 @@ def test_ingest_workers_share_the_load_and_a_killed_worker_comes_back(
 
         publish(mosquitto.url, batch(0))
         wait_until(lambda: stored() == 400, what="first 400 readings")
-        written = [w.metric("pmkeeper_points_written_total") for w in workers]
+        written = [w.metric("pmkeeper_points_written_total") for w in workers[:2]]
         assert sum(written) == 400
         assert all(w > 0 for w in written), f"one worker did all the work: {written}"
 
         [victim, *_] = [e["worker_pid"] for e in parent.log_events() if "worker_pid" in e]
         os.kill(victim, signal.SIGKILL)
         wait_until(
-            lambda: sum("worker_pid" in e for e in parent.log_events()) == 3,
+            lambda: sum("worker_pid" in e for e in parent.log_events()) == 4,
             what="the killed worker restarted",
         )
         for worker in workers:
             worker.wait_subscribed()
         publish(mosquitto.url, batch(400))
         wait_until(lambda: stored() == 800, what="all 800 readings")
+
+        # The rules process sees every reading of a series, whichever worker stored it,
+        # and fires once; it stores nothing itself (the count above stayed exact).
+        hot = [
+            (
+                "pmk/hot-1/telemetry",
+                b'{"ts": %d, "metrics": {"temperature_c": %d}}' % (now_ms + i, 70 + 5 * i),
+            )
+            for i in range(8)
+        ]
+        publish(mosquitto.url, hot)
+        wait_until(
+            lambda: workers[2].metric("pmkeeper_rule_evaluations_total") >= 808,
+            what="the rules process evaluated the hot readings",
+        )
+        with engine.connect() as connection:
+            alerts = connection.exec_driver_sql("SELECT asset_id, value FROM alerts").all()
+        assert [tuple(row) for row in alerts] == [("hot-1", 85.0)]
+        assert stored() == 800
+        assert sum(w.metric("pmkeeper_rule_evaluations_total") for w in workers[:2]) == 0
     finally:
+        engine.dispose()
         assert parent.terminate() == 0

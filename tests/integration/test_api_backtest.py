@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import httpx
@@ -121,9 +121,7 @@ def test_only_readings_in_the_range_count_and_times_come_back_in_utc(api: Api) -
     create(api, rule(hold_for="PT0S"))
     store(api, "pump-1", HOT_SPELL)
     # From the middle of the hot spell, given in another zone: it is seen at the start.
-    start = (START + 35 * MINUTE).astimezone(
-        datetime.fromisoformat("2026-01-01T00:00+02:00").tzinfo
-    )
+    start = (START + 35 * MINUTE).astimezone(timezone(timedelta(hours=2)))
     body = run(api, start=start.isoformat(), end=(START + 45 * MINUTE).isoformat()).json()
     assert body["start"] == iso(START + 35 * MINUTE)
     assert body["readings"] == 10
@@ -199,6 +197,21 @@ def test_too_many_readings_are_refused_not_cut_short(
     assert "pump-1" in body["detail"]
     monkeypatch.setattr(rule_routes, "MAX_BACKTEST_POINTS_PER_ASSET", len(HOT_SPELL))
     assert run(api).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("limit", "value", "mentions"),
+    [("MAX_BACKTEST_ASSETS", 1, "2 assets"), ("MAX_BACKTEST_READINGS", 100, "100 readings")],
+)
+def test_requests_over_the_whole_request_bounds_are_refused(
+    api: Api, monkeypatch: pytest.MonkeyPatch, limit: str, value: int, mentions: str
+) -> None:
+    create(api, rule())
+    store(api, "pump-1", HOT_SPELL)
+    store(api, "pump-2", HOT_SPELL)
+    monkeypatch.setattr(rule_routes, limit, value)
+    body = assert_problem(run(api), 422, "invalid")
+    assert mentions in body["detail"]
 
 
 def test_viewers_may_backtest_and_anonymous_callers_may_not(api: Api) -> None:

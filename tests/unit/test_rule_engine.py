@@ -514,7 +514,7 @@ def test_warm_over_bad_history_changes_no_status_and_fires_nothing() -> None:
     assert [(o.key, kinds([o])) for o in outcomes] == [(key, ["RulePending"])]
 
 
-def test_warm_keeps_the_live_window_and_the_newest_time() -> None:
+def test_warming_a_key_that_already_saw_readings_changes_nothing() -> None:
     engine = RuleEngine([rule("mean", rolling("mean", "PT5M"), {"asset_id": "pump-1"})])
     engine.apply(series("pump-1", T0, [45, 47]), lookup)
     key = StateKey("mean", "pump-1", TEMP)
@@ -677,26 +677,21 @@ def test_the_restart_sweep_story_has_something_to_lose() -> None:
     assert kinds_seen == {"RulePending", "RuleFired", "RuleCancelled", "RuleResolved"}
 
 
-@pytest.mark.parametrize(
-    ("crash_after", "replay_from"),
-    [(c, r) for c in range(1, len(STORY)) for r in range(c + 1)],
-)
-def test_a_restart_anywhere_with_any_replay_is_invisible(
-    crash_after: int, replay_from: int
-) -> None:
+@pytest.mark.parametrize("crash_after", range(1, len(STORY)))
+def test_a_restart_anywhere_with_any_replay_is_invisible(crash_after: int) -> None:
     whole = Deployment(STORY_RULES)
     for batch in in_batches(STORY, 2):
         whole.ingest(batch)
-    before = Deployment(STORY_RULES)
-    for batch in in_batches(STORY[:crash_after], 2):
-        before.ingest(batch)
-    after = before.restart()
-    for batch in in_batches(STORY[replay_from:], 2):
-        after.ingest(batch)
-    # Nothing lost, nothing twice, evidence and values as if nothing had happened.
-    assert before.events + after.events == whole.events
-    strip = {key: replace(s, window=()) for key, s in after.engine.states().items()}
-    assert strip == {key: replace(s, window=()) for key, s in whole.engine.states().items()}
+    for replay_from in range(crash_after + 1):  # the broker redelivers from here
+        before = Deployment(STORY_RULES)
+        for batch in in_batches(STORY[:crash_after], 2):
+            before.ingest(batch)
+        after = before.restart()
+        for batch in in_batches(STORY[replay_from:], 2):
+            after.ingest(batch)
+        # Nothing lost, nothing twice, values, evidence and windows as if nothing happened.
+        assert before.events + after.events == whole.events, f"replay from {replay_from}"
+        assert after.engine.states() == whole.engine.states(), f"replay from {replay_from}"
 
 
 def test_without_warm_up_a_restart_would_lose_the_window() -> None:
