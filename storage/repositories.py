@@ -20,8 +20,9 @@ from core.auth import ApiToken, Role, TokenInfo
 from core.clock import Clock, SystemClock
 from core.deadletters import DeadLetter
 from core.errors import ConflictError, NotFoundError, ValidationError
+from rules.alerting import OPEN_ALERT_STATUSES, AlertStatus
 from rules.model import Rule
-from storage.tables import api_tokens, assets, dead_letters, rule_states, rules
+from storage.tables import alerts, api_tokens, assets, dead_letters, rule_states, rules
 
 log = logging.getLogger(__name__)
 
@@ -333,13 +334,27 @@ class SqlRuleRepository:
         return rule
 
     def delete(self, rule_id: str) -> None:
-        """Delete a rule and its persisted states; raise NotFoundError if absent."""
+        """Delete a rule and its states, resolving its open alerts; NotFoundError if absent."""
         with self._engine.begin() as connection:
             result = connection.execute(delete(rules).where(rules.c.id == rule_id))
             if result.rowcount == 0:
                 raise NotFoundError(f"rule {rule_id!r} not found", rule_id=rule_id)
             # A rule created again under the same id must not inherit the old one's states.
             connection.execute(delete(rule_states).where(rule_states.c.rule_id == rule_id))
+            # Nothing will clear its alerts any more; its work orders stay (real work).
+            connection.execute(
+                update(alerts)
+                .where(
+                    alerts.c.rule_id == rule_id,
+                    alerts.c.status.in_([status.value for status in OPEN_ALERT_STATUSES]),
+                )
+                .values(
+                    status=AlertStatus.RESOLVED.value,
+                    resolved_at=self._clock.now(),
+                    resolved_by="system",
+                    note="the rule was deleted",
+                )
+            )
 
     def list(self, *, after_id: str | None = None, limit: int = 100) -> builtins.list[Rule]:
         """Return rules ordered by id, after `after_id` (keyset pagination)."""

@@ -85,7 +85,7 @@ def replace_rule(
 
 @router.delete("/{rule_id}", status_code=204, responses=problem_responses(404))
 def delete_rule(rule_id: RuleIdPath, services: Services, _caller: Planner) -> Response:
-    """Delete a rule."""
+    """Delete a rule; its open alerts are resolved, its work orders stay."""
     services.rules.delete(rule_id)
     return Response(status_code=204)
 

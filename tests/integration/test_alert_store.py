@@ -637,3 +637,25 @@ def test_the_in_memory_fakes_decide_like_the_sql_store(
         (True, 2, False),  # episodes 1 and 2
     ]
     assert orders.get(1).repeat_count == 1
+
+
+def test_a_rule_deleted_and_created_again_fires_anew_although_its_episodes_restart(
+    store: SqlAlertStore, orders: SqlWorkOrderRepository, database_engine: Engine
+) -> None:
+    rules = SqlRuleRepository(database_engine, FrozenClock(T0))
+    rules.add(RULE)
+    store.record([firing(1, T0), clearing(1, T0 + timedelta(minutes=1))], T0)
+    store.record([firing(2, T0 + timedelta(hours=1))], T0)
+    rules.delete(RULE.id)
+    assert store.load_states() == {}
+    [left_open] = [a for a in store.list_alerts() if a.note == "the rule was deleted"]
+    assert left_open.status is AlertStatus.RESOLVED
+    assert left_open.resolved_by == "system"
+    rules.add(RULE)
+    # The re-created rule counts episodes from 1 again; its firing is news all the same.
+    later = T0 + timedelta(days=1)
+    opened = store.record([firing(1, later)], later)
+    assert [alert.fired_at for alert in opened] == [later]
+    assert store.record([firing(1, later)], later) == []  # and its replay is not
+    fired_at = sorted(alert.fired_at for alert in store.list_alerts())
+    assert fired_at == [T0, T0 + timedelta(hours=1), later]
