@@ -1,5 +1,4 @@
-"""Properties of the engine and the alert decisions over messy input: duplicates, late
-readings, restarts, batch splits and people resolving work orders at any moment."""
+"""Properties of the engine and alert decisions over duplicates, late data, restarts, batches."""
 
 from __future__ import annotations
 
@@ -151,7 +150,7 @@ class Ledger:
     fired: list[tuple[StateKey, datetime, int]] = field(default_factory=list)
     opened_at: list[datetime] = field(default_factory=list)  # by alert id
 
-    def record(self, outcomes: Iterable[KeyedOutcome], now_ms: int) -> None:
+    def record(self, outcomes: Iterable[KeyedOutcome]) -> None:
         for outcome in outcomes:
             for event in outcome.events:
                 if isinstance(event, RuleFired):
@@ -160,7 +159,6 @@ class Ledger:
                 elif isinstance(event, RuleResolved):
                     self._resolved(outcome.key, event)
             self.check()
-        del now_ms  # recording time is not what these properties are about
 
     def latest_alert(self, key: StateKey) -> Alert | None:
         mine = [a for a in self.alerts if (a.rule_id, a.asset_id, a.metric) == key]
@@ -417,8 +415,8 @@ def test_never_more_than_one_open_order_per_asset_or_open_alert_per_key(
         now = max(now, reading.ts_ms)
         for outcomes in (engine.tick(now), engine.apply([reading], no_asset)):
             events += [(o.key, e) for o in outcomes for e in o.events]
-            ledger.record(outcomes, now)
-    ledger.record(engine.tick(now + 3600 * S), now)
+            ledger.record(outcomes)
+    ledger.record(engine.tick(now + 3600 * S))
     episodes_alternate(events)
 
 
@@ -444,9 +442,9 @@ def run_live(
     store: dict[tuple[str, int], float] = {}
     persisted: dict[StateKey, RuleState] = {}
 
-    def record(outcomes: Sequence[KeyedOutcome], now: int) -> None:
+    def record(outcomes: Sequence[KeyedOutcome]) -> None:
         persisted.update((o.key, o.state) for o in outcomes)
-        ledger.record(outcomes, now)
+        ledger.record(outcomes)
 
     now, index, crashed = T0, 0, False
     while index < len(batches):
@@ -461,17 +459,17 @@ def run_live(
         if index == crash_at and not crashed:
             crashed = True
             if recorded_before_crash:
-                record(outcomes, now)
+                record(outcomes)
             engine = RuleEngine([rule], {k: replace(s, window=()) for k, s in persisted.items()})
             if tick_after_restart:
                 # The timer starts before the broker redelivers; it ticks where it left off.
-                record(engine.tick(now), now)
+                record(engine.tick(now))
             continue  # the batch was not acknowledged: the broker delivers it again
-        record(outcomes, now)
+        record(outcomes)
         now = max(now, *(r.ts_ms for r in batch))
-        record(engine.tick(now), now)
+        record(engine.tick(now))
         index += 1
-    record(engine.tick(now + 3600 * S), now)
+    record(engine.tick(now + 3600 * S))
     return ledger
 
 
@@ -609,9 +607,9 @@ def test_the_backtest_equals_live_evaluation_ticking_before_each_reading(
     # ledger written apart from the backtest's.
     engine, ledger = RuleEngine([rule]), Ledger(rule, policy)
     for reading in in_order:
-        ledger.record(engine.tick(reading.ts_ms), reading.ts_ms)
-        ledger.record(engine.apply([reading], no_asset), reading.ts_ms)
-    ledger.record(engine.tick(end), end)
+        ledger.record(engine.tick(reading.ts_ms))
+        ledger.record(engine.apply([reading], no_asset))
+    ledger.record(engine.tick(end))
     result = backtest(rule, series, start_ms=T0 - 3600 * S, end_ms=end, policy=policy)
     assert (result.alerts, result.work_orders) == ledger.as_backtest()
     assert result.readings == len(in_order)
