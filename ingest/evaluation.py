@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 _PAGE = 500
 # Warm-up reads stop at this many points per series (a 1 h window at 1 Hz is 3,600).
 _WARMUP_LIMIT = 20_000
-_FUTURE_ALLOWANCE = timedelta(minutes=10)
 
 
 class RuleMetrics:
@@ -126,10 +125,7 @@ class RuleRunner:
             self._known = dict(read_all_assets(self._assets))
             self._engine = RuleEngine(read_all_rules(self._rules), self._alerts.load_states())
             self._seed_silences()
-            # Readings stored after a key's last persisted change count too: up to now, plus
-            # what devices may stamp ahead of it.
-            until = self._clock.now() + _FUTURE_ALLOWANCE
-            self._warm_series(self._engine.cold_states(datetime_to_ms(until)))
+            self._warm_series(self._engine.cold_states())
         log.info(
             "rules engine: %d rules, %d persisted states",
             len(self._engine.rules),

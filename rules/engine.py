@@ -211,11 +211,15 @@ class RuleEngine:
                 cold[asset_id, metric] = (end_ms - max(spans), end_ms)
         return cold
 
-    def cold_states(self, until_ms: int) -> dict[tuple[str, str], tuple[int, int]]:
+    def cold_states(self) -> dict[tuple[str, str], tuple[int, int]]:
         """Return series of pending or firing keys not yet warmed: (asset, metric) -> range.
 
         Used on start: such a key may need its window before any reading arrives (the
-        timer fires a `for` period with the last value seen).
+        timer fires a `for` period with the last value seen). The range ends with the
+        newest reading the persisted state had evaluated (a pending key persists each
+        one): a stored reading after it may never have been evaluated (a crash between
+        the write and the record, or the rules-only process's backlog) and must come
+        through `apply`, not the warm-up, or its transition would be lost as a duplicate.
         """
         cold: dict[tuple[str, str], tuple[int, int]] = {}
         for key, state in self._states.items():
@@ -228,10 +232,11 @@ class RuleEngine:
             ):
                 continue
             start = state.last_ts_ms - max(window_ms(rule) or 0, MIN_WARMUP_MS)
+            end = state.last_ts_ms + 1
             series = (key.asset_id, key.metric)
             if series in cold:
-                start = min(start, cold[series][0])
-            cold[series] = (start, until_ms)
+                start, end = min(start, cold[series][0]), max(end, cold[series][1])
+            cold[series] = (start, end)
         return cold
 
     def warm(
