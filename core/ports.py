@@ -10,6 +10,9 @@ from core.assets import Asset
 from core.deadletters import DeadLetter
 from core.telemetry import Reading, TelemetryBucket, TelemetryPoint
 
+# (asset_id, metric, start_at, end_at): one series over [start_at, end_at).
+SeriesRange = tuple[str, str, datetime, datetime]
+
 
 class TelemetryStore(Protocol):
     """Where readings are kept: InfluxDB in production, SQLite embedded.
@@ -26,6 +29,11 @@ class TelemetryStore(Protocol):
         self, asset_id: str, metric: str, start_at: datetime, end_at: datetime, limit: int
     ) -> list[TelemetryPoint]:
         """Return one metric's points in [start_at, end_at), oldest first."""
+        ...
+
+    def read_many(self, requests: Sequence[SeriesRange], limit: int) -> list[list[TelemetryPoint]]:
+        """Return `read` of each (asset, metric, start_at, end_at), in as few round trips as
+        the store allows; the rules engine rebuilds thousands of windows after a start."""
         ...
 
     def downsample(

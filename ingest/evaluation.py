@@ -186,13 +186,18 @@ class RuleRunner:
         self._warm_series(self._engine.cold_series(readings, self._asset))
 
     def _warm_series(self, cold: dict[tuple[str, str], tuple[int, int]]) -> None:
-        for (asset_id, metric), (from_ms, to_ms) in cold.items():
-            stored = self._telemetry.read(
-                asset_id, metric, ms_to_datetime(from_ms), ms_to_datetime(to_ms), _WARMUP_LIMIT
-            )
-            points = [(datetime_to_ms(point.at), point.value) for point in stored]
+        if not cold:
+            return
+        # One call for the whole batch: after a start, every series is cold at once.
+        requests = [
+            (asset_id, metric, ms_to_datetime(from_ms), ms_to_datetime(to_ms))
+            for (asset_id, metric), (from_ms, to_ms) in cold.items()
+        ]
+        stored = self._telemetry.read_many(requests, _WARMUP_LIMIT)
+        for (asset_id, metric, _, _), found in zip(requests, stored, strict=True):
+            points = [(datetime_to_ms(point.at), point.value) for point in found]
             self._engine.warm(asset_id, metric, points, self._asset(asset_id))
-            self._metrics.warmups.inc()
+        self._metrics.warmups.inc(len(requests))
 
     def tick(self) -> None:
         """Advance timers to now and record what they caused."""

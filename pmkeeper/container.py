@@ -17,7 +17,7 @@ from sqlalchemy import Engine, text
 from api.app import ApiServices, create_app
 from core.clock import Clock, SystemClock
 from core.deadletters import DeadLetter
-from core.ports import DeadLetterRepository, TelemetryStore
+from core.ports import DeadLetterRepository, SeriesRange, TelemetryStore
 from core.settings import Settings
 from core.telemetry import Reading, TelemetryBucket, TelemetryPoint
 from ingest.evaluation import RuleMetrics, RuleRunner, RuleTimer
@@ -134,6 +134,10 @@ class _StoredElsewhere:
     ) -> list[TelemetryPoint]:
         """Read from the real store."""
         return self._store.read(asset_id, metric, start_at, end_at, limit)
+
+    def read_many(self, requests: Sequence[SeriesRange], limit: int) -> list[list[TelemetryPoint]]:
+        """Read from the real store."""
+        return self._store.read_many(requests, limit)
 
     def downsample(
         self, asset_id: str, metric: str, start_at: datetime, end_at: datetime, every: timedelta

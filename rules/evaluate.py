@@ -113,6 +113,39 @@ def _ms(duration: timedelta) -> int:
 _WINDOWED = (RateOfChange, Rolling, Trend)
 
 
+class _Timing(NamedTuple):
+    """A rule's durations in ms, computed once per rule rather than once per reading."""
+
+    lateness: int
+    max_gap: int
+    hold: int
+    quiet: int
+    window: int | None
+
+
+# Keyed by id(rule), with the rule kept alongside so the id cannot be reused while cached.
+_TIMINGS: dict[int, tuple[Rule, _Timing]] = {}
+_TIMINGS_BOUND = 10_000
+
+
+def _timing(rule: Rule) -> _Timing:
+    cached = _TIMINGS.get(id(rule))
+    if cached is not None and cached[0] is rule:
+        return cached[1]
+    if len(_TIMINGS) >= _TIMINGS_BOUND:
+        _TIMINGS.clear()  # rules re-read again and again (backtests) must not pile up
+    condition = rule.condition
+    timing = _Timing(
+        _ms(rule.lateness),
+        _ms(rule.max_gap),
+        _ms(rule.hold_for),
+        _ms(rule.quiet_period),
+        _ms(condition.window) if isinstance(condition, RateOfChange | Rolling | Trend) else None,
+    )
+    _TIMINGS[id(rule)] = (rule, timing)
+    return timing
+
+
 def window_ms(rule: Rule) -> int | None:
     """Return how far back, in ms, the rule's condition looks; None for single readings."""
     condition = rule.condition
@@ -152,7 +185,7 @@ def _with_point(
     """Insert a reading in time order (replacing one at the same time) and trim the window."""
     if not window or ts_ms > window[-1][0]:
         # The usual case, in order: no search, and one copy rather than a list then a tuple.
-        span = window_ms(rule)
+        span = _timing(rule).window
         if span is None:
             return (*window[max(0, len(window) - EVIDENCE_POINTS + 1) :], (ts_ms, value))
         oldest = ts_ms - span
@@ -167,7 +200,7 @@ def _with_point(
 
 def _trimmed(rule: Rule, points: list[Point]) -> tuple[Point, ...]:
     """Keep what the rule's condition looks at: its window, or the last evidence points."""
-    span = window_ms(rule)
+    span = _timing(rule).window
     if span is None:
         return tuple(points[-EVIDENCE_POINTS:])
     oldest = points[-1][0] - span
@@ -260,14 +293,15 @@ def evaluate(
     rule: Rule, state: RuleState, ts_ms: int, value: float
 ) -> tuple[RuleState, list[Event]]:
     """Apply one reading at event time `ts_ms`; return the new state and what happened."""
+    timing = _timing(rule)
     last = state.last_ts_ms
     if last is not None and ts_ms <= last:
-        if ts_ms < last - _ms(rule.lateness) or (ts_ms, value) in state.window:
+        if ts_ms < last - timing.lateness or (ts_ms, value) in state.window:
             return state, []  # too late, or a duplicate: stored elsewhere, changes nothing
         # Late but within the allowed lateness: it fills the window, it does not rewind.
         return replace(state, window=_with_point(rule, state.window, ts_ms, value)), []
     events: list[Event] = []
-    if state.status is Status.PENDING and last is not None and ts_ms - last > _ms(rule.max_gap):
+    if state.status is Status.PENDING and last is not None and ts_ms - last > timing.max_gap:
         events.append(RuleCancelled(_at(ts_ms), "gap"))
         state = replace(state, status=Status.INACTIVE, pending_since_ms=None)
     window = _with_point(rule, state.window, ts_ms, value)
@@ -292,7 +326,7 @@ def _step(
     if state.status in (Status.INACTIVE, Status.RESOLVED):
         if not assessment.bad:
             return state, []  # the usual case: nothing to time
-        hold_ms = _ms(rule.hold_for)
+        hold_ms = _timing(rule).hold
         if hold_ms == 0:
             return _fire(state, ts_ms, assessment)
         pending = replace(state, status=Status.PENDING, pending_since_ms=ts_ms)
@@ -302,7 +336,7 @@ def _step(
         if not assessment.bad:
             cancelled = replace(state, status=Status.INACTIVE, pending_since_ms=None)
             return cancelled, [RuleCancelled(_at(ts_ms), "recovered")]
-        hold_ms = _ms(rule.hold_for)
+        hold_ms = _timing(rule).hold
         if ts_ms - since >= hold_ms:
             return _fire(state, since + hold_ms, assessment)
         return state, []
@@ -311,7 +345,7 @@ def _step(
         if state.clear_since_ms is None:
             return state, []
         return replace(state, clear_since_ms=None), []
-    quiet_ms = _ms(rule.quiet_period)
+    quiet_ms = _timing(rule).quiet
     clear_since = state.clear_since_ms if state.clear_since_ms is not None else ts_ms
     if ts_ms - clear_since >= quiet_ms:
         return _resolve(state, clear_since + quiet_ms)

@@ -24,6 +24,7 @@ from influxdb_client.domain.write_precision import WritePrecision
 from influxdb_client.rest import ApiException
 
 from core.errors import StoreRejectedError, StoreUnavailableError
+from core.ports import SeriesRange
 from core.settings import InfluxSettings
 from core.telemetry import (
     Reading,
@@ -43,6 +44,8 @@ _KEY_ESCAPES = str.maketrans({",": "\\,", " ": "\\ ", "=": "\\="})
 _MEASUREMENT_ESCAPES = str.maketrans({",": "\\,", " ": "\\ "})
 # Bounds the escape caches; ids come from devices, so the set is open-ended.
 _CACHE_LIMIT = 100_000
+# SELECT statements sent together in one /query request by read_many.
+_STATEMENTS_PER_QUERY = 200
 
 
 def _escape_key(text: str, what: str) -> str:
@@ -197,6 +200,31 @@ class InfluxTelemetryStore:
             for row in _rows(self._query(query)[0])
             if row[1] is not None
         ]
+
+    def read_many(self, requests: Sequence[SeriesRange], limit: int) -> list[list[TelemetryPoint]]:
+        """Return each series' points, many SELECT statements to one /query request."""
+        found: list[list[TelemetryPoint]] = []
+        for first in range(0, len(requests), _STATEMENTS_PER_QUERY):
+            chunk = requests[first : first + _STATEMENTS_PER_QUERY]
+            if limit <= 0:
+                found += [[] for _ in chunk]
+                continue
+            query = ";".join(
+                # Every user-supplied part passes through quote_identifier/quote_string.
+                f"SELECT {quote_identifier(metric)} FROM {self._measurement}"  # noqa: S608
+                f" WHERE {self._where(asset_id, start_at, end_at)}"
+                f" ORDER BY time ASC LIMIT {int(limit)}"
+                for asset_id, metric, start_at, end_at in chunk
+            )
+            found += [
+                [
+                    TelemetryPoint(at=ms_to_datetime(int(row[0])), value=float(row[1]))
+                    for row in _rows(result)
+                    if row[1] is not None
+                ]
+                for result in self._query(query)
+            ]
+        return found
 
     def downsample(
         self, asset_id: str, metric: str, start_at: datetime, end_at: datetime, every: timedelta

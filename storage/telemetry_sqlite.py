@@ -12,6 +12,7 @@ from math import isfinite
 from pathlib import Path
 
 from core.errors import StoreRejectedError, StoreUnavailableError
+from core.ports import SeriesRange
 from core.telemetry import (
     Reading,
     TelemetryBucket,
@@ -131,6 +132,26 @@ class SqliteTelemetryStore:
         with self._translate_errors("read"), self._reader() as conn:
             rows = conn.execute(_READ, params).fetchall()
         return [TelemetryPoint(at=ms_to_datetime(ts_ms), value=value) for ts_ms, value in rows]
+
+    def read_many(self, requests: Sequence[SeriesRange], limit: int) -> list[list[TelemetryPoint]]:
+        """Return each series' points, all read on one connection."""
+        if limit <= 0:
+            return [[] for _ in requests]
+        found: list[list[TelemetryPoint]] = []
+        with self._translate_errors("read"), self._reader() as conn:
+            for asset_id, metric, start_at, end_at in requests:
+                params = (
+                    asset_id,
+                    metric,
+                    datetime_to_ms(start_at),
+                    datetime_to_ms(end_at),
+                    limit,
+                )
+                rows = conn.execute(_READ, params).fetchall()
+                found.append(
+                    [TelemetryPoint(at=ms_to_datetime(ts_ms), value=value) for ts_ms, value in rows]
+                )
+        return found
 
     def downsample(
         self, asset_id: str, metric: str, start_at: datetime, end_at: datetime, every: timedelta

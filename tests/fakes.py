@@ -18,6 +18,7 @@ from core.errors import (
     StoreUnavailableError,
     ValidationError,
 )
+from core.ports import SeriesRange
 from core.telemetry import (
     Reading,
     TelemetryBucket,
@@ -59,6 +60,7 @@ class InMemoryTelemetryStore:
     def __init__(self) -> None:
         self.points: dict[tuple[str, str, int], float] = {}
         self.writes = 0
+        self.read_many_calls = 0
         self.down = False
         self.rejected_assets: set[str] = set()
         self._lock = threading.Lock()
@@ -89,6 +91,11 @@ class InMemoryTelemetryStore:
             if a == asset_id and m == metric and start <= ts < end
         )
         return [TelemetryPoint(ms_to_datetime(ts), v) for ts, v in found[:limit]]
+
+    def read_many(self, requests: Sequence[SeriesRange], limit: int) -> list[list[TelemetryPoint]]:
+        """Read each series in turn."""
+        self.read_many_calls += 1
+        return [self.read(a, m, start, end, limit) for a, m, start, end in requests]
 
     def downsample(
         self, asset_id: str, metric: str, start_at: datetime, end_at: datetime, every: timedelta

@@ -143,6 +143,28 @@ def test_read_limit_returns_the_oldest_points(store: TelemetryStore) -> None:
     assert store.read("pump-1", "t", at(0), at(100), limit=0) == []
 
 
+def test_read_many_answers_each_series_like_read_in_request_order(
+    store: TelemetryStore,
+) -> None:
+    store.write(
+        [reading(f"pump-{n}", "t", s, float(n * 100 + s)) for n in range(3) for s in range(5)]
+    )
+    store.write([reading("pump-1", "p", s, -float(s)) for s in range(5)])
+    # More series than one Influx request carries, with ranges of their own and empty ones.
+    requests = [("pump-2", "t", at(1), at(3)), ("pump-1", "p", at(0), at(100))]
+    requests += [("pump-1", "t", at(s % 5), at(s % 5 + 2)) for s in range(250)]
+    requests += [("nobody", "t", at(0), at(100)), ("pump-'0", "t", at(0), at(100))]
+
+    found = store.read_many(requests, 1000)
+
+    assert found == [store.read(a, m, start, end, 1000) for a, m, start, end in requests]
+    assert found[0] == points((1, 201.0), (2, 202.0))
+    assert found[1] == points((0, -0.0), (1, -1.0), (2, -2.0), (3, -3.0), (4, -4.0))
+    assert found[-2:] == [[], []]
+    assert store.read_many(requests[:2], 0) == [[], []]
+    assert store.read_many([], 10) == []
+
+
 def test_downsample_aggregates_per_epoch_aligned_interval(store: TelemetryStore) -> None:
     store.write(
         [

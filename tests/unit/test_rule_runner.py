@@ -263,3 +263,12 @@ def test_the_writer_acknowledges_only_after_the_rules_recorded_the_batch() -> No
         worker.stop()
         writer.join(5)
     assert acked == [(7, 1)]  # acknowledged once, with the alert already recorded
+
+
+def test_a_batch_of_cold_series_is_warmed_in_one_round_trip() -> None:
+    rig = Rig(hot_rule(selector={"metric": "temperature_c"}))
+    readings = [Reading(f"pump-{n}", "temperature_c", T0_MS, 70.0) for n in range(50)]
+    rig.telemetry.write(readings)
+    rig.runner.process(readings)
+    rig.runner.process([r._replace(ts_ms=T0_MS + 1000) for r in readings])
+    assert rig.telemetry.read_many_calls == 1  # 50 series, one call; warm series stay warm
