@@ -37,6 +37,10 @@ test-unit: install
 bench: install
 	$(PY) -m bench.ingest_throughput
 
+.PHONY: bench-ingest-rules
+bench-ingest-rules: install
+	$(PY) -m bench.ingest_rules
+
 .PHONY: bench-rules
 # Single core, no services: about 2 minutes. `--help` lists the knobs (--profile for hot spots).
 bench-rules: install

@@ -597,6 +597,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit("--rules, --assets, --readings, --runs and --batch must be positive")
     started_at = dt.datetime.now(dt.UTC)
     wall = time.perf_counter()
+    host = machine()  # before the runs, so the load average says what else was running
     setup = prepare(args)
     print(
         f"prepared {len(setup.timed):,} timed readings, {len(setup.pre_roll):,} pre-roll, "
@@ -618,7 +619,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result: dict[str, Any] = {
         "started_at": started_at.isoformat(timespec="seconds"),
         "command": " ".join(["python -m bench.rules_evaluator", *(argv or sys.argv[1:])]),
-        "machine": machine(),
+        "machine": host,
         "args": vars(args),
         "setup": {
             "rules": len(setup.fleet.rules),

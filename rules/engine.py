@@ -112,6 +112,10 @@ class RuleIndex:
             del self._cache[key]
 
 
+# Statuses whose persisted part a reading without events cannot change.
+_RESTING = (Status.INACTIVE, Status.RESOLVED)
+
+
 def _timed(rule: Rule, state: RuleState) -> bool:
     """Tell whether a key needs the timer: a `for`, a quiet period or a silence to watch."""
     if state.status is Status.PENDING:
@@ -132,6 +136,8 @@ class RuleEngine:
         self._states: dict[StateKey, RuleState] = dict(states or {})
         self._timed: set[StateKey] = set()
         self._warm: set[StateKey] = set()
+        # The matched rules of each series with their state keys, built once per series.
+        self._keyed: dict[tuple[str, str], tuple[tuple[Rule, StateKey], ...]] = {}
         self.set_rules(rules)
 
     @property
@@ -151,6 +157,7 @@ class RuleEngine:
         """Replace the rules in force; states of deleted rules are dropped."""
         self._rules = {rule.id: rule for rule in rules}
         self._index = RuleIndex(self._rules.values())
+        self._keyed.clear()
         for key in [key for key in self._states if key.rule_id not in self._rules]:
             del self._states[key]
             self._timed.discard(key)
@@ -165,6 +172,8 @@ class RuleEngine:
     def forget_asset(self, asset_id: str) -> None:
         """Re-match an asset's series after its type, site or tags changed."""
         self._index.forget(asset_id)
+        for series in [series for series in self._keyed if series[0] == asset_id]:
+            del self._keyed[series]
 
     def matching(self, asset_id: str, metric: str, asset: Asset | None) -> tuple[Rule, ...]:
         """Return the rules that watch a series."""
@@ -259,16 +268,30 @@ class RuleEngine:
         outcomes: list[KeyedOutcome] = []
         states = self._states
         blank = RuleState()
+        keyed = self._keyed
+        warmed = self._warm
         for asset_id, metric, ts_ms, value in readings:
-            rules = self._index.match(asset_id, metric, assets(asset_id))
-            for rule in rules:
-                key = StateKey(rule.id, asset_id, metric)
+            matches = keyed.get((asset_id, metric))
+            if matches is None:
+                matches = tuple(
+                    (rule, StateKey(rule.id, asset_id, metric))
+                    for rule in self._index.match(asset_id, metric, assets(asset_id))
+                )
+                keyed[asset_id, metric] = matches
+            for rule, key in matches:
                 before = states.get(key, blank)
                 after, events = evaluate(rule, before, ts_ms, value)
                 if after is before:
                     continue
                 states[key] = after
-                self._warm.add(key)
+                warmed.add(key)
+                if (
+                    not events
+                    and after.status is before.status
+                    and after.status in _RESTING
+                    and before.last_ts_ms is not None
+                ):
+                    continue  # the usual case: a newer reading, nothing to persist or time
                 self._note(
                     key=key, rule=rule, before=before, after=after, events=events, outcomes=outcomes
                 )
