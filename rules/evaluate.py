@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from operator import itemgetter, mul
+from itertools import repeat
+from operator import itemgetter, mul, sub
 from typing import NamedTuple
 
 from rules.model import Band, Comparison, NoData, RateOfChange, Rolling, Rule, Threshold, Trend
@@ -102,6 +103,7 @@ _at = to_datetime
 
 
 _ONE_MS = timedelta(milliseconds=1)
+_ts = itemgetter(0)
 _value = itemgetter(1)
 
 
@@ -264,17 +266,18 @@ def _assess_trend(condition: Trend, window: tuple[Point, ...], value: float) -> 
     if len(window) < condition.min_points:
         return _Assessment(False, True, value, condition.threshold)
     origin = window[0][0]
-    xs = [(ts - origin) / 1000 for ts, _ in window]
+    # Exact integer sums of ms offsets, and float sums, all multiplied in C by map: the fit
+    # runs for every reading of a trend rule, over windows of hundreds of points.
+    xs = list(map(sub, map(_ts, window), repeat(origin, len(window))))
     ys = list(map(_value, window))
     n = len(xs)
-    mean_x, mean_y = sum(xs) / n, sum(ys) / n
-    # The same centred sums as a textbook fit, but multiplied in C by map(mul, ...).
-    dx = [x - mean_x for x in xs]
-    spread = sum(map(mul, dx, dx))
+    sum_x, sum_y = sum(xs), sum(ys)
+    spread = n * sum(map(mul, xs, xs)) - sum_x * sum_x
     if spread == 0:
         return _Assessment(False, True, value, condition.threshold)
-    slope = sum(map(mul, dx, [y - mean_y for y in ys])) / spread
-    fitted_now = mean_y + slope * (xs[-1] - mean_x)
+    slope_ms = (n * sum(map(mul, xs, ys)) - sum_x * sum_y) / spread  # value per ms
+    fitted_now = sum_y / n + slope_ms * (xs[-1] - sum_x / n)
+    slope = slope_ms * 1000  # per second
     now_ms = window[-1][0]
     threshold = condition.threshold
     if _past(condition.comparison, fitted_now, threshold) or fitted_now == threshold:
