@@ -17,3 +17,7 @@ def keyset_page(
     """
     items = list(rows[:limit])
     return items, (key(items[-1]) if len(rows) > limit else None)
+
+
+# The largest id a 64-bit key holds: a bigger id or cursor is refused (422), not sent to SQL.
+MAX_ID = 2**63 - 1

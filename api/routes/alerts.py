@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 
 from api.dependencies import Services, Technician, Viewer
+from api.pagination import MAX_ID
 from api.problems import problem_responses
 from api.schemas import AlertListRead, AlertRead, AlertTransitionCreate
 from rules.alerting import AlertStatus
@@ -15,7 +16,6 @@ router = APIRouter(prefix="/alerts", tags=["alerts"])
 
 MAX_PAGE = 500
 # Ids are 64-bit in the store; a larger number is a bad request, not a missing alert.
-MAX_ID = 2**63 - 1
 AlertIdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from api.dependencies import Services, Viewer
+from api.pagination import MAX_ID
 from api.schemas import DeadLetterListRead, DeadLetterRead
 
 router = APIRouter(prefix="/deadletters", tags=["dead letters"])
@@ -21,7 +22,7 @@ def list_dead_letters(
     asset_id: Annotated[str | None, Query(max_length=128)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
     cursor: Annotated[
-        int | None, Query(ge=1, description="`next_cursor` of the previous page")
+        int | None, Query(ge=1, le=MAX_ID, description="`next_cursor` of the previous page")
     ] = None,
 ) -> DeadLetterListRead:
     """List dead letters newest first, optionally of one asset, a page at a time."""

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request, Response
 
 from api.dependencies import Planner, Services, Technician, Viewer
+from api.pagination import MAX_ID
 from api.problems import problem_responses
 from api.schemas import (
     WorkOrderCreate,
@@ -20,7 +21,6 @@ router = APIRouter(prefix="/work-orders", tags=["work orders"])
 
 MAX_PAGE = 500
 # Ids are 64-bit in the store; a larger number is a bad request, not a missing order.
-MAX_ID = 2**63 - 1
 OrderIdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 

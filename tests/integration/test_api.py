@@ -726,7 +726,10 @@ def test_dead_letters_page_backwards_and_filter_by_asset(api: Api) -> None:
     assert [i["reason"] for i in only_b.json()["items"]] == ["reason 6", "reason 4", "reason 2"]
 
 
-@pytest.mark.parametrize(("params", "field"), [({"cursor": 0}, "cursor"), ({"limit": 0}, "limit")])
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [({"cursor": 0}, "cursor"), ({"cursor": 2**63}, "cursor"), ({"limit": 0}, "limit")],
+)
 def test_dead_letters_refuse_bad_paging(api: Api, params: dict[str, Any], field: str) -> None:
     response = api.client.get("/api/v1/deadletters", params=params, headers=api.as_role("viewer"))
     body = assert_problem(response, 422)
