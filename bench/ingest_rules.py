@@ -14,14 +14,16 @@ of history, which the rules-on ingest reads back to warm each series' windows wh
 first sees it, as after a restart. The devices report healthy values with realistic
 timestamps (one sample every `--interval-s` per asset), so windows hold what they would
 in production. Every point must arrive in influxd, with no dead letters, and the rules-on
-ingest must have evaluated every reading.
+ingest must have evaluated every reading. The targets are judged on the steady rate, from
+a quarter of the backlog on, once every series' history has been read back.
 
 Alert latency: a live rules-on ingest at half the sustained rules-on rate. The paced
 publisher stamps each message with its publish time (ms); one message in `--probe-every`
 goes to a fresh probe asset with a value past a hold-0 threshold rule. Latency is
 `recorded_at - fired_at` of those alerts, read from the ingest's `alerts` table, where
 `fired_at` is the crossing reading's event time (= its publish time) and `recorded_at` the
-wall clock when the recording transaction started. Measured for each `--flush-interval-ms`.
+wall clock when the recording transaction started. Measured for each `--flush-interval-ms`
+and each `--probe-every`.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import hashlib
 import json
 import math
 import os
@@ -122,6 +125,20 @@ HISTORY = timedelta(minutes=30)
 # been seen, so the rules-on ingest has read back every series' windows.
 STEADY_FROM = 0.25
 _HOUR_MS = 3_600_000
+
+# The code this bench measures; their digests go into the results (see code_digests()).
+MEASURED_SOURCES = (
+    "rules/evaluate.py",
+    "rules/engine.py",
+    "rules/alerting.py",
+    "ingest/evaluation.py",
+    "ingest/worker.py",
+    "ingest/mqtt.py",
+    "ingest/payloads.py",
+    "storage/alerting.py",
+    "storage/telemetry_influx.py",
+    "pmkeeper/container.py",
+)
 
 RULES_ON = "rules on"
 RULES_OFF = "rules off"
@@ -1251,6 +1268,15 @@ def render_markdown(result: Mapping[str, Any]) -> str:
         + ", ".join(f"`{k} {v}`" for k, v in result["broker_settings"].items())
         + ".",
         "",
+        "Code (SHA-256, 12 digits): "
+        + ", ".join(f"`{name}` {digest}" for name, digest in result["code"].items())
+        + "."
+        + (
+            f" **Changed during the run: {', '.join(result['code_changed_during_run'])}.**"
+            if result["code_changed_during_run"]
+            else ""
+        ),
+        "",
         f"Fleet: {result['args']['assets']} assets, one sample every "
         f"{result['args']['interval_s']:g} s each, {HISTORY.total_seconds() / 60:.0f} min of "
         f"history in influxd. Rules: {matched['rules']} ({matched['enabled']} enabled); a "
@@ -1322,6 +1348,19 @@ def render_markdown(result: Mapping[str, Any]) -> str:
 
 
 # --- main ---------------------------------------------------------------------------------
+
+
+def code_digests() -> dict[str, str]:
+    """Return a short SHA-256 of each measured source file, to tell which code was measured.
+
+    Each ingest child imports the code when it starts, so a file changed during a run
+    changes what later children measure: main() compares the digests at start and end.
+    """
+    digests = {}
+    for name in MEASURED_SOURCES:
+        path = REPO_ROOT / name
+        digests[name] = hashlib.sha256(path.read_bytes()).hexdigest()[:12] if path.exists() else ""
+    return digests
 
 
 def _raise_on_signal(signum: int, frame: FrameType | None) -> None:
@@ -1449,6 +1488,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             **ingest_env,
         },
         "args": vars(args),
+        "code": code_digests(),
         "rule_set": matched_rules(rules, fleet),
         "rules": [rule.model_dump(mode="json") for rule in rules],
     }
@@ -1507,7 +1547,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 output = root / "profiles" / f"q{config.qos}r{config.readings}.txt"
                 throughput_run(bench, templates, config, 0, profile=output)
                 hotspots.append(summarize_raw_profile(output, f"rules on, {config.label}"))
+    changed = [name for name, digest in code_digests().items() if result["code"][name] != digest]
+    if changed:
+        print(f"WARNING: changed during the run, so runs measured different code: {changed}")
     result.update(
+        code_changed_during_run=changed,
         wall_s=time.monotonic() - started,
         drains=[asdict(d) for d in drains],
         summary=[asdict(s) for s in summaries],

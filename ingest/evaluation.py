@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
@@ -33,6 +33,10 @@ log = logging.getLogger(__name__)
 _PAGE = 500
 # Warm-up reads stop at this many points per series (a 1 h window at 1 Hz is 3,600).
 _WARMUP_LIMIT = 20_000
+# Readings this far behind the wall clock mean a backlog is being drained...
+_BACKLOG_LAG_MS = 60_000
+# ...as long as they keep coming; after this long without any, the wall clock is the time.
+_IDLE_AFTER = timedelta(seconds=5)
 
 
 class RuleMetrics:
@@ -112,6 +116,9 @@ class RuleRunner:
         self._known: dict[str, Asset | None] = {}
         # Outcomes evaluated but not yet recorded (the store was down): recorded first next time.
         self._unrecorded: list[KeyedOutcome] = []
+        # The newest event time evaluated, and when: see _timer_now_ms.
+        self._watermark_ms: int | None = None
+        self._fed_at: datetime | None = None
         self._lock = threading.Lock()
 
     @property
@@ -176,6 +183,10 @@ class RuleRunner:
             if self._engine.rules:
                 self._warm(readings)
                 self._unrecorded += self._engine.apply(readings, self._asset)
+                newest = max(reading.ts_ms for reading in readings)
+                if self._watermark_ms is None or newest > self._watermark_ms:
+                    self._watermark_ms = newest
+                self._fed_at = self._clock.now()
             self._record()
         # Counted once recorded, so the counter never runs ahead of the database.
         self._metrics.evaluations.inc(len(readings))
@@ -202,8 +213,25 @@ class RuleRunner:
     def tick(self) -> None:
         """Advance timers to now and record what they caused."""
         with self._lock:
-            self._unrecorded += self._engine.tick(datetime_to_ms(self._clock.now()))
+            self._unrecorded += self._engine.tick(self._timer_now_ms())
             self._record()
+
+    def _timer_now_ms(self) -> int:
+        """Return the time timers run to: the wall clock, unless a backlog is being drained.
+
+        While readings keep arriving with event times well behind the wall clock, ingest is
+        catching up (after an outage, or a broker's queued backlog): then the newest event
+        time seen is the time, or every series not yet caught up would look silent and its
+        no-data rule would fire. Once readings stop coming, the wall clock rules again, so a
+        fleet that really went quiet is still noticed.
+        """
+        now = self._clock.now()
+        watermark, fed_at = self._watermark_ms, self._fed_at
+        if watermark is None or fed_at is None or now - fed_at > _IDLE_AFTER:
+            return datetime_to_ms(now)
+        if datetime_to_ms(now) - watermark > _BACKLOG_LAG_MS:
+            return watermark
+        return datetime_to_ms(now)
 
     def refresh(self) -> None:
         """Pick up rules and asset attributes changed since the last refresh."""

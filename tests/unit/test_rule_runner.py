@@ -272,3 +272,28 @@ def test_a_batch_of_cold_series_is_warmed_in_one_round_trip() -> None:
     rig.runner.process(readings)
     rig.runner.process([r._replace(ts_ms=T0_MS + 1000) for r in readings])
     assert rig.telemetry.read_many_calls == 1  # 50 series, one call; warm series stay warm
+
+
+def test_draining_a_backlog_does_not_make_lagging_series_look_silent() -> None:
+    rule = hot_rule(condition={"kind": "no_data", "silence": "PT5M"})
+    rig = Rig(rule)
+    rig.assets.add(Asset(id="pump-2", name="Pump 2", type="pump", site="north"))
+    rig.runner.refresh()
+    # Back after an outage, 30 minutes late: the broker hands over the queued readings in
+    # the order they were published, every 4 minutes of event time for both pumps.
+    rig.clock.at = T0 + timedelta(minutes=30)
+    for minute in range(0, 13, 4):
+        rig.feed("pump-1", [minute * 60], [70.0])
+        rig.feed("pump-2", [minute * 60 + 30], [70.0])
+        rig.runner.tick()
+        # By the wall clock both pumps look silent for 18 minutes or more; they are not.
+        assert rig.open_alerts() == []
+
+    # Readings stop arriving altogether: a few seconds later the wall clock rules, and
+    # both pumps are silent from their last reading, so both fire 5 minutes after it.
+    rig.clock.at = T0 + timedelta(minutes=30, seconds=6)
+    rig.runner.tick()
+    assert rig.open_alerts() == [
+        ("pump-1", T0 + timedelta(minutes=17)),
+        ("pump-2", T0 + timedelta(minutes=17, seconds=30)),
+    ]
