@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import builtins
+import functools
 import logging
 from collections.abc import Sequence
 from datetime import datetime
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Connection, Engine, RowMapping, exists, insert, select, update
@@ -71,8 +73,8 @@ def _is_unique_violation(error: IntegrityError) -> bool:
     return "UNIQUE constraint failed" in str(original)
 
 
-def _upsert_state(connection: Connection, key: StateKey, state: RuleState, now: datetime) -> None:
-    values: dict[str, Any] = {
+def _state_row(key: StateKey, state: RuleState, now: datetime) -> dict[str, Any]:
+    return {
         "rule_id": key.rule_id,
         "asset_id": key.asset_id,
         "metric": key.metric,
@@ -84,22 +86,34 @@ def _upsert_state(connection: Connection, key: StateKey, state: RuleState, now: 
         "episode": state.episode,
         "updated_at": now,
     }
-    primary_key = ["rule_id", "asset_id", "metric"]
-    changed = [name for name in values if name not in primary_key]
-    dialect = connection.dialect.name
+
+
+_STATE_KEY = ["rule_id", "asset_id", "metric"]
+_STATE_FIELDS = [
+    "status",
+    "last_ts_ms",
+    "pending_since_ms",
+    "firing_since_ms",
+    "clear_since_ms",
+    "episode",
+    "updated_at",
+]
+
+
+@functools.cache
+def _state_upsert(dialect: str) -> Any:
+    """Return the INSERT ... ON CONFLICT DO UPDATE of rule_states, built once per dialect."""
     if dialect == "postgresql":
-        pg = postgresql.insert(rule_states).values(values)
-        statement: Any = pg.on_conflict_do_update(
-            index_elements=primary_key, set_={name: pg.excluded[name] for name in changed}
+        pg = postgresql.insert(rule_states)
+        return pg.on_conflict_do_update(
+            index_elements=_STATE_KEY, set_={name: pg.excluded[name] for name in _STATE_FIELDS}
         )
-    elif dialect == "sqlite":
-        lite = sqlite.insert(rule_states).values(values)
-        statement = lite.on_conflict_do_update(
-            index_elements=primary_key, set_={name: lite.excluded[name] for name in changed}
+    if dialect == "sqlite":
+        lite = sqlite.insert(rule_states)
+        return lite.on_conflict_do_update(
+            index_elements=_STATE_KEY, set_={name: lite.excluded[name] for name in _STATE_FIELDS}
         )
-    else:
-        raise NotImplementedError(f"no upsert for {dialect}")
-    connection.execute(statement)
+    raise NotImplementedError(f"no upsert for {dialect}")
 
 
 def _alert_from_row(row: RowMapping) -> Alert:
@@ -211,10 +225,18 @@ class SqlAlertStore:
         self, connection: Connection, outcomes: Sequence[KeyedOutcome], now: datetime
     ) -> builtins.list[Alert]:
         opened: builtins.list[Alert] = []
+        # The state rows are written first, in one executemany: on PostgreSQL their row
+        # locks queue concurrent batches of the same keys behind this one before they read
+        # any alert. Sorted by key (a stable sort: several outcomes of one key still apply in
+        # order, the last one stays) so two batches never lock the same rows in opposite orders.
+        connection.execute(
+            _state_upsert(connection.dialect.name),
+            sorted(
+                (_state_row(outcome.key, outcome.state, now) for outcome in outcomes),
+                key=itemgetter("rule_id", "asset_id", "metric"),
+            ),
+        )
         for outcome in outcomes:
-            # The state row is written first: on PostgreSQL its row lock queues concurrent
-            # batches of the same key behind this one before they read any alert.
-            _upsert_state(connection, outcome.key, outcome.state, now)
             for event in outcome.events:
                 if isinstance(event, RuleFired):
                     alert = self._fired(connection, outcome, event, now)
