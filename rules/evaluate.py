@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from bisect import insort
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from itertools import repeat
@@ -32,9 +32,13 @@ class Status(StrEnum):
     RESOLVED = "resolved"
 
 
-@dataclass(frozen=True, slots=True)
-class RuleState:
-    """Everything the evaluator remembers about one key; persisted between restarts."""
+class RuleState(NamedTuple):
+    """Everything the evaluator remembers about one key; persisted between restarts.
+
+    A NamedTuple rather than a frozen dataclass: one is built for every reading of every
+    key, and a frozen dataclass sets each field through object.__setattr__ (6 % of ingest's
+    time with rules on, measured with py-spy).
+    """
 
     status: Status = Status.INACTIVE
     last_ts_ms: int | None = None
@@ -178,7 +182,7 @@ def warm(rule: Rule, state: RuleState, points: Sequence[Point]) -> RuleState:
     merged.update(state.window)  # what the live state already holds wins
     window = _trimmed(rule, sorted(merged.items()))
     newest = max(window[-1][0], state.last_ts_ms or window[-1][0])
-    return replace(state, window=window, last_ts_ms=newest)
+    return state._replace(window=window, last_ts_ms=newest)
 
 
 def _with_point(
@@ -302,13 +306,13 @@ def evaluate(
         if ts_ms < last - timing.lateness or (ts_ms, value) in state.window:
             return state, []  # too late, or a duplicate: stored elsewhere, changes nothing
         # Late but within the allowed lateness: it fills the window, it does not rewind.
-        return replace(state, window=_with_point(rule, state.window, ts_ms, value)), []
+        return state._replace(window=_with_point(rule, state.window, ts_ms, value)), []
     events: list[Event] = []
     if state.status is Status.PENDING and last is not None and ts_ms - last > timing.max_gap:
         events.append(RuleCancelled(_at(ts_ms), "gap"))
-        state = replace(state, status=Status.INACTIVE, pending_since_ms=None)
+        state = state._replace(status=Status.INACTIVE, pending_since_ms=None)
     window = _with_point(rule, state.window, ts_ms, value)
-    # The constructor, not dataclasses.replace: this runs for every reading of every key.
+    # The constructor, not _replace: this runs for every reading of every key.
     state = RuleState(
         state.status,
         ts_ms,
@@ -332,12 +336,12 @@ def _step(
         hold_ms = _timing(rule).hold
         if hold_ms == 0:
             return _fire(state, ts_ms, assessment)
-        pending = replace(state, status=Status.PENDING, pending_since_ms=ts_ms)
+        pending = state._replace(status=Status.PENDING, pending_since_ms=ts_ms)
         return pending, [RulePending(_at(ts_ms), assessment.value)]
     if state.status is Status.PENDING:
         since = state.pending_since_ms if state.pending_since_ms is not None else ts_ms
         if not assessment.bad:
-            cancelled = replace(state, status=Status.INACTIVE, pending_since_ms=None)
+            cancelled = state._replace(status=Status.INACTIVE, pending_since_ms=None)
             return cancelled, [RuleCancelled(_at(ts_ms), "recovered")]
         hold_ms = _timing(rule).hold
         if ts_ms - since >= hold_ms:
@@ -347,18 +351,17 @@ def _step(
     if not assessment.clear:
         if state.clear_since_ms is None:
             return state, []
-        return replace(state, clear_since_ms=None), []
+        return state._replace(clear_since_ms=None), []
     quiet_ms = _timing(rule).quiet
     clear_since = state.clear_since_ms if state.clear_since_ms is not None else ts_ms
     if ts_ms - clear_since >= quiet_ms:
         return _resolve(state, clear_since + quiet_ms)
-    return replace(state, clear_since_ms=clear_since), []
+    return state._replace(clear_since_ms=clear_since), []
 
 
 def _fire(state: RuleState, at_ms: int, assessment: _Assessment) -> tuple[RuleState, list[Event]]:
     episode = state.episode + 1
-    fired = replace(
-        state,
+    fired = state._replace(
         status=Status.FIRING,
         pending_since_ms=None,
         firing_since_ms=at_ms,
@@ -373,7 +376,7 @@ def _fire(state: RuleState, at_ms: int, assessment: _Assessment) -> tuple[RuleSt
 
 
 def _resolve(state: RuleState, at_ms: int) -> tuple[RuleState, list[Event]]:
-    resolved = replace(state, status=Status.RESOLVED, firing_since_ms=None, clear_since_ms=None)
+    resolved = state._replace(status=Status.RESOLVED, firing_since_ms=None, clear_since_ms=None)
     return resolved, [RuleResolved(_at(at_ms), state.episode)]
 
 
@@ -404,7 +407,7 @@ def _tick_once(rule: Rule, state: RuleState, now_ms: int) -> tuple[RuleState, li
             threshold = getattr(rule.condition, "threshold", None)
             return _fire(state, due, _Assessment(True, False, value, threshold))
         if now_ms > gap_at:
-            cancelled = replace(state, status=Status.INACTIVE, pending_since_ms=None)
+            cancelled = state._replace(status=Status.INACTIVE, pending_since_ms=None)
             return cancelled, [RuleCancelled(_at(gap_at), "gap")]
         return state, []
     if state.status is Status.FIRING and state.clear_since_ms is not None:

@@ -351,7 +351,7 @@ class InMemoryAlertStore:
         opened: list[Alert] = []
         try:
             for outcome in outcomes:
-                self.states[outcome.key] = replace(outcome.state, window=())
+                self.states[outcome.key] = outcome.state._replace(window=())
                 for event in outcome.events:
                     if isinstance(event, RuleFired):
                         alert = self._fired(outcome, event, now)

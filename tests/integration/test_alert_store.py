@@ -7,7 +7,6 @@ import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -127,7 +126,7 @@ def test_states_round_trip_without_their_windows(store: SqlAlertStore) -> None:
         ],
         T0,
     )
-    assert store.load_states() == {KEY: replace(pending, window=()), other: cancelled}
+    assert store.load_states() == {KEY: pending._replace(window=()), other: cancelled}
     assert store.list_alerts() == []
 
     later = RuleState(Status.FIRING, ms(T0) + 1000, None, ms(T0) + 1000, ms(T0) + 900, 4)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -574,7 +573,7 @@ class Deployment:
     def record(self, outcomes: Sequence[KeyedOutcome]) -> None:
         for outcome in outcomes:
             # What an AlertStore keeps: the durable part; windows come back from telemetry.
-            self.persisted[outcome.key] = replace(outcome.state, window=())
+            self.persisted[outcome.key] = outcome.state._replace(window=())
             self.events += [(outcome.key, e) for e in outcome.events]
 
     def restart(self) -> Deployment:

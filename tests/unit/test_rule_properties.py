@@ -460,7 +460,7 @@ def run_live(
             crashed = True
             if recorded_before_crash:
                 record(outcomes)
-            engine = RuleEngine([rule], {k: replace(s, window=()) for k, s in persisted.items()})
+            engine = RuleEngine([rule], {k: s._replace(window=()) for k, s in persisted.items()})
             if tick_after_restart:
                 # The timer starts before the broker redelivers; it ticks where it left off.
                 record(engine.tick(now))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -398,7 +397,7 @@ def test_a_pending_rule_still_fed_survives_a_restart() -> None:
     persisted: dict[StateKey, RuleState] = {}
     for second in range(0, 26, 5):
         outcomes = engine.apply([Reading("pump-1", "temperature_c", T0 + second * S, 90)], _none)
-        persisted.update((o.key, replace(o.state, window=())) for o in outcomes)
+        persisted.update((o.key, o.state._replace(window=())) for o in outcomes)
     assert persisted[StateKey("r1", "pump-1", "temperature_c")].last_ts_ms == T0 + 25 * S
     restarted = RuleEngine([r], persisted)
     [fired] = [e for o in restarted.tick(T0 + 30 * S) for e in o.events]
