@@ -9,12 +9,13 @@ from __future__ import annotations
 from bisect import insort
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from itertools import repeat
 from operator import itemgetter, mul, sub
 from typing import NamedTuple
 
+from core.telemetry import ms_to_datetime
 from rules.model import Band, Comparison, NoData, RateOfChange, Rolling, Rule, Threshold, Trend
 
 # Rules without a window keep this many recent readings as evidence for the alert.
@@ -98,12 +99,9 @@ class _Assessment(NamedTuple):
     predicted_ms: int | None = None
 
 
-def to_datetime(ts_ms: int) -> datetime:
-    """Return the aware UTC datetime of epoch milliseconds."""
-    return datetime.fromtimestamp(ts_ms / 1000, tz=UTC)
-
-
-_at = to_datetime
+# Events carry aware datetimes; states and windows keep epoch milliseconds.
+to_datetime = ms_to_datetime
+_at = ms_to_datetime
 
 
 _ONE_MS = timedelta(milliseconds=1)
