@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Annotated, TypeVar
+
+from fastapi import Query
 
 T = TypeVar("T")
 
@@ -21,3 +23,8 @@ def keyset_page(
 
 # The largest id a 64-bit key holds: a bigger id or cursor is refused (422), not sent to SQL.
 MAX_ID = 2**63 - 1
+
+# The `cursor` query parameter of collections paged backwards by a 64-bit id.
+IdCursor = Annotated[
+    int | None, Query(ge=1, le=MAX_ID, description="`next_cursor` of the previous page")
+]

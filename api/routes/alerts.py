@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 
 from api.dependencies import Services, Technician, Viewer
-from api.pagination import MAX_ID
+from api.pagination import MAX_ID, IdCursor, keyset_page
 from api.problems import problem_responses
 from api.schemas import AlertListRead, AlertRead, AlertTransitionCreate
 from rules.alerting import AlertStatus
@@ -28,18 +28,15 @@ def list_alerts(
     asset_id: Annotated[str | None, Query(max_length=128)] = None,
     rule_id: Annotated[str | None, Query(max_length=128)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
-    cursor: Annotated[
-        int | None, Query(ge=1, le=MAX_ID, description="`next_cursor` of the previous page")
-    ] = None,
+    cursor: IdCursor = None,
 ) -> AlertListRead:
     """List alerts newest first, optionally by status, asset or rule, a page at a time."""
     page = services.alerts.list_alerts(
         status=status, asset_id=asset_id, rule_id=rule_id, before_id=cursor, limit=limit + 1
     )
-    items = page[:limit]
+    items, next_cursor = keyset_page(page, limit, lambda alert: str(alert.id))
     return AlertListRead(
-        items=[AlertRead.from_alert(alert) for alert in items],
-        next_cursor=str(items[-1].id) if len(page) > limit else None,
+        items=[AlertRead.from_alert(alert) for alert in items], next_cursor=next_cursor
     )
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request, Response
 
 from api.dependencies import Planner, Services, Technician, Viewer
-from api.pagination import MAX_ID
+from api.pagination import MAX_ID, IdCursor, keyset_page
 from api.problems import problem_responses
 from api.schemas import (
     WorkOrderCreate,
@@ -50,9 +50,7 @@ def list_work_orders(
     asset_id: Annotated[str | None, Query(max_length=128)] = None,
     rule_id: Annotated[str | None, Query(max_length=128)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
-    cursor: Annotated[
-        int | None, Query(ge=1, le=MAX_ID, description="`next_cursor` of the previous page")
-    ] = None,
+    cursor: IdCursor = None,
 ) -> WorkOrderListRead:
     """List work orders newest first, optionally filtered, a page at a time."""
     page = services.work_orders.list(
@@ -63,10 +61,9 @@ def list_work_orders(
         before_id=cursor,
         limit=limit + 1,
     )
-    items = page[:limit]
+    items, next_cursor = keyset_page(page, limit, lambda order: str(order.id))
     return WorkOrderListRead(
-        items=[WorkOrderRead.from_work_order(order) for order in items],
-        next_cursor=str(items[-1].id) if len(page) > limit else None,
+        items=[WorkOrderRead.from_work_order(order) for order in items], next_cursor=next_cursor
     )
 
 
