@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import TypeGuard
+from typing import Any, TypeGuard
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -223,3 +223,26 @@ def decide(
     else:
         order = OrderAction.CREATE
     return Decision(action, order, under_maintenance, flapping)
+
+
+def folded(previous: Alert, fired: RuleFired, decision: Decision) -> dict[str, Any]:
+    """Return the fields a firing folded into `previous` changes (live, fake and backtest).
+
+    The alert fires again, so it wants a new acknowledgement as well as a new resolution.
+    """
+    return {
+        "status": AlertStatus.FIRING,
+        "last_episode": fired.episode,
+        "fire_count": previous.fire_count + 1,
+        "flapping": previous.flapping or decision.flapping,
+        "suppressed": decision.suppressed,
+        "fired_at": fired.at,
+        "value": fired.value,
+        "threshold": fired.threshold,
+        "predicted_crossing_at": fired.predicted_crossing_at,
+        "evidence": evidence_points(fired),
+        "acknowledged_at": None,
+        "acknowledged_by": None,
+        "resolved_at": None,
+        "resolved_by": None,
+    }

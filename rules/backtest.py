@@ -23,6 +23,7 @@ from rules.alerting import (
     AlertStatus,
     OrderAction,
     decide,
+    folded,
     priority_for,
     resolves,
     work_order_text,
@@ -178,19 +179,7 @@ class _Ledger:
             self._opened_at.append(fired.at)
             self._latest[key] = alert.id
         else:
-            alert = previous.model_copy(
-                update={
-                    "status": AlertStatus.FIRING,
-                    "last_episode": fired.episode,
-                    "fire_count": previous.fire_count + 1,
-                    "flapping": previous.flapping or decision.flapping,
-                    "fired_at": fired.at,
-                    "value": fired.value,
-                    "threshold": fired.threshold,
-                    "predicted_crossing_at": fired.predicted_crossing_at,
-                    "resolved_at": None,
-                }
-            )
+            alert = previous.model_copy(update=folded(previous, fired, decision))
             self._alerts[alert.id - 1] = alert
         # Orders are never resolved and nothing is under maintenance here, so the decision
         # can only be CREATE (first firing on the asset) or APPEND.

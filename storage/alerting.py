@@ -38,6 +38,7 @@ from rules.alerting import (
     decide,
     evidence_for,
     evidence_points,
+    folded,
     is_replay,
     priority_for,
     work_order_text,
@@ -362,27 +363,12 @@ class SqlAlertStore:
     def _fold_alert(
         self, connection: Connection, previous: Alert, fired: RuleFired, decision: Decision
     ) -> None:
-        # The alert fires again, so it wants a new acknowledgement as well as a new resolution.
-        connection.execute(
-            update(alerts)
-            .where(alerts.c.id == previous.id)
-            .values(
-                status=AlertStatus.FIRING.value,
-                last_episode=fired.episode,
-                fire_count=alerts.c.fire_count + 1,
-                flapping=previous.flapping or decision.flapping,
-                suppressed=decision.suppressed,
-                fired_at=fired.at,
-                value=fired.value,
-                threshold=fired.threshold,
-                predicted_crossing_at=fired.predicted_crossing_at,
-                evidence=[point.model_dump(mode="json") for point in evidence_points(fired)],
-                acknowledged_at=None,
-                acknowledged_by=None,
-                resolved_at=None,
-                resolved_by=None,
-            )
-        )
+        changes = folded(previous, fired, decision)
+        changes["status"] = changes["status"].value
+        changes["evidence"] = [point.model_dump(mode="json") for point in changes["evidence"]]
+        # Counted in SQL: the row is the truth, whatever `previous` was read as.
+        changes["fire_count"] = alerts.c.fire_count + 1
+        connection.execute(update(alerts).where(alerts.c.id == previous.id).values(**changes))
 
     def _apply_order(
         self,

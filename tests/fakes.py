@@ -46,6 +46,7 @@ from rules.alerting import (
     decide,
     evidence_for,
     evidence_points,
+    folded,
     priority_for,
     resolves,
     work_order_text,
@@ -407,17 +408,7 @@ class InMemoryAlertStore:
             "suppressed": decision.suppressed,
         }
         if decision.alert is AlertAction.FOLD and previous is not None:
-            alert = previous.model_copy(
-                update={
-                    **firing,
-                    "fire_count": previous.fire_count + 1,
-                    "flapping": previous.flapping or decision.flapping,
-                    "acknowledged_at": None,
-                    "acknowledged_by": None,
-                    "resolved_at": None,
-                    "resolved_by": None,
-                }
-            )
+            alert = previous.model_copy(update=folded(previous, fired, decision))
         else:
             alert = Alert(
                 id=max(self.alerts, default=0) + 1,
