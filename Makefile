@@ -46,6 +46,12 @@ bench-ingest-rules: install
 bench-rules: install
 	$(PY) -m bench.rules_evaluator
 
+.PHONY: bench-api
+# Needs PostgreSQL on 127.0.0.1:5432 (user postgres), mosquitto and influxd: about 8 minutes.
+# `--help` lists the knobs (--rate, --concurrency, --ingest-rate, --profile for hot spots).
+bench-api: install
+	$(PY) -m bench.api_load
+
 serve: install
 	$(VENV)/bin/pmkeeper serve
 

@@ -9,7 +9,16 @@ from typing import Any
 from fastapi import APIRouter, FastAPI
 
 from api.problems import document_problem_media_type, install_problem_handlers, problem_responses
-from api.routes import alerts, assets, deadletters, health, rules, telemetry, work_orders
+from api.routes import (
+    alerts,
+    assets,
+    deadletters,
+    health,
+    inventory,
+    rules,
+    telemetry,
+    work_orders,
+)
 from api.services import ApiServices
 
 __all__ = ["ApiServices", "create_app"]
@@ -45,6 +54,8 @@ def create_app(services: ApiServices, routers: Sequence[APIRouter] = ()) -> Fast
         rules.router,
         alerts.router,
         work_orders.router,
+        work_orders.escalations_router,
+        inventory.router,
         *routers,
     ):
         api_v1.include_router(router)

@@ -6,12 +6,35 @@ import base64
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from core.assets import ASSET_ID_PATTERN, Asset, Criticality
 from core.deadletters import DeadLetter
+from core.history import HistoryKind
+from core.priority import Priority
+from core.sla import Breach
 from core.telemetry import TelemetryBucket, TelemetryPoint
-from core.workorders import NewWorkOrder, Priority, WorkOrder, WorkOrderKind, WorkOrderStatus
+from core.workorders import (
+    Action,
+    Completion,
+    CorrectiveRequest,
+    NewWorkOrder,
+    SignOff,
+    TransitionDetails,
+    WorkOrder,
+    WorkOrderKind,
+    WorkOrderStatus,
+    allowed_actions,
+    check_request,
+)
 from rules.alerting import Alert, AlertStatus
 from rules.model import Rule, Severity
 
@@ -317,6 +340,14 @@ class WorkOrderCreate(BaseModel):
     asset_id: str = Field(pattern=ASSET_ID_PATTERN, examples=["pump-17"])
     title: str = Field(min_length=1, max_length=200, examples=["Seal leaking"])
     description: str = Field(default="", max_length=MAX_NOTE)
+    request: CorrectiveRequest | None = Field(
+        default=None, description="Required for corrective orders: the fault as reported"
+    )
+
+    @model_validator(mode="after")
+    def _requested(self) -> WorkOrderCreate:
+        check_request(self.kind, self.request)
+        return self
 
     def to_new_work_order(self) -> NewWorkOrder:
         """Return the domain request this body describes."""
@@ -353,11 +384,47 @@ class WorkOrderRead(BaseModel):
     updated_at: UtcTime
     resolved_at: UtcTime | None
     resolution_note: str | None
+    closed_at: UtcTime | None
+    request: CorrectiveRequest | None
+    completion: Completion | None
+    sign_off: SignOff | None
+    held_from: WorkOrderStatus | None = Field(description="Where resuming an on-hold order goes")
+    actions: list[Action] = Field(description="What can be done to the order now")
+    response_due_at: UtcTime | None = Field(description="SLA: answer by (None: no target)")
+    on_site_due_at: UtcTime | None = Field(description="SLA: on site by")
+    resolution_due_at: UtcTime | None = Field(description="SLA: resolved by")
+    responded_at: UtcTime | None = Field(description="When the order was first accepted")
+    arrived_at: UtcTime | None = Field(description="When the work first started on site")
+    breaches: list[Breach] = Field(description="SLA targets missed, each flagged once")
+    breached: bool = Field(description="Whether any SLA target was missed")
 
     @classmethod
     def from_work_order(cls, order: WorkOrder) -> WorkOrderRead:
         """Return the API view of a work order, times in UTC."""
-        return cls.model_validate(order.model_dump())
+        return cls.model_validate(
+            {
+                **order.model_dump(),
+                "actions": allowed_actions(order.status),
+                "breached": bool(order.breaches),
+            }
+        )
+
+
+class EscalationRead(BaseModel):
+    """A missed SLA target: raised once, for on-call to act on."""
+
+    id: int
+    work_order_id: int
+    breach: Breach
+    due_at: UtcTime
+    at: UtcTime = Field(description="When the breach was flagged")
+
+
+class EscalationListRead(BaseModel):
+    """A page of escalations, newest first; pass `next_cursor` as `cursor` for older ones."""
+
+    items: list[EscalationRead]
+    next_cursor: str | None
 
 
 class WorkOrderListRead(BaseModel):
@@ -367,12 +434,52 @@ class WorkOrderListRead(BaseModel):
     next_cursor: str | None
 
 
-class WorkOrderResolveCreate(BaseModel):
-    """The resolution of a work order, with an optional note on what was done."""
+class WorkOrderEventRead(BaseModel):
+    """One transition of a work order, as audited."""
+
+    at: UtcTime
+    actor: str
+    from_status: WorkOrderStatus | None = Field(description="Null for the creation")
+    to_status: WorkOrderStatus
+    note: str | None
+
+
+class WorkOrderEventListRead(BaseModel):
+    """A work order's audit trail, oldest first."""
+
+    items: list[WorkOrderEventRead]
+
+
+class TransitionCreate(BaseModel):
+    """A lifecycle action with an optional note for the audit trail."""
 
     model_config = ConfigDict(extra="forbid")
 
     note: str | None = Field(default=None, max_length=MAX_NOTE)
+
+    def details(self) -> TransitionDetails:
+        """Return the domain details of this transition."""
+        return TransitionDetails.model_validate(self.model_dump(exclude_none=True))
+
+
+class ReasonCreate(TransitionCreate):
+    """A lifecycle action that must say why (hold, cancel, reopen)."""
+
+    note: str = Field(min_length=1, max_length=MAX_NOTE, description="Why: kept in the audit")
+
+
+class WorkOrderResolveCreate(TransitionCreate):
+    """The resolution of a work order: a note and, if known now, the completion data."""
+
+    completion: Completion | None = None
+
+
+class WorkOrderCloseCreate(TransitionCreate):
+    """The closure: completion data unless given at resolution, and the customer's sign-off
+    when the asset belongs to a customer."""
+
+    completion: Completion | None = None
+    sign_off: SignOff | None = None
 
 
 class BacktestAlertRead(BaseModel):
@@ -411,3 +518,24 @@ class BacktestRead(BaseModel):
     work_orders: list[BacktestWorkOrderRead]
     alert_count: int
     work_order_count: int
+
+
+class HistoryEntryRead(BaseModel):
+    """One thing that happened to an asset."""
+
+    at: UtcTime
+    kind: HistoryKind
+    id: int = Field(description="Of the audit row, alert or ledger entry behind the entry")
+    summary: str
+    work_order_id: int | None
+    alert_id: int | None
+    status: str | None = Field(description="The status moved to, or the alert's status now")
+    actor: str | None
+    note: str | None
+
+
+class HistoryListRead(BaseModel):
+    """A page of an asset's history, oldest first; pass `next_cursor` as `cursor` for more."""
+
+    items: list[HistoryEntryRead]
+    next_cursor: str | None

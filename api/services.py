@@ -9,7 +9,8 @@ from prometheus_client import CollectorRegistry
 
 from core.auth import TokenAuthenticator
 from core.clock import Clock, SystemClock
-from core.ports import AssetRepository, DeadLetterRepository, TelemetryStore
+from core.inventory import InventoryRepository
+from core.ports import AssetHistory, AssetRepository, DeadLetterRepository, TelemetryStore
 from rules.alerting import AlertPolicy
 from rules.ports import AlertStore, RuleRepository, WorkOrderRepository
 
@@ -25,6 +26,8 @@ class ApiServices:
     rules: RuleRepository
     alerts: AlertStore
     work_orders: WorkOrderRepository
+    history: AssetHistory
+    inventory: InventoryRepository
     metrics_registry: CollectorRegistry
     readiness_checks: dict[str, Callable[[], bool]] = field(default_factory=dict)
     clock: Clock = field(default_factory=SystemClock)

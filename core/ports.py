@@ -8,7 +8,8 @@ from typing import Any, Protocol
 
 from core.assets import Asset
 from core.deadletters import DeadLetter
-from core.telemetry import Reading, TelemetryBucket, TelemetryPoint
+from core.history import HistoryCursor, HistoryEntry
+from core.telemetry import Reading, StampedValue, TelemetryBucket, TelemetryPoint
 
 # (asset_id, metric, start_at, end_at): one series over [start_at, end_at).
 SeriesRange = tuple[str, str, datetime, datetime]
@@ -31,9 +32,10 @@ class TelemetryStore(Protocol):
         """Return one metric's points in [start_at, end_at), oldest first."""
         ...
 
-    def read_many(self, requests: Sequence[SeriesRange], limit: int) -> list[list[TelemetryPoint]]:
-        """Return `read` of each (asset, metric, start_at, end_at), in as few round trips as
-        the store allows; the rules engine rebuilds thousands of windows after a start."""
+    def read_many(self, requests: Sequence[SeriesRange], limit: int) -> list[list[StampedValue]]:
+        """Return `read` of each (asset, metric, start_at, end_at) as (epoch ms, value) pairs,
+        in as few round trips as the store allows: the rules engine rebuilds thousands of
+        windows after a start, and keeps them in epoch ms."""
         ...
 
     def downsample(
@@ -105,4 +107,20 @@ class DeadLetterRepository(Protocol):
 
     def count(self) -> int:
         """Return how many dead letters are stored."""
+        ...
+
+
+class AssetHistory(Protocol):
+    """What happened to an asset, across work orders, alerts and parts."""
+
+    def history(
+        self,
+        asset_id: str,
+        *,
+        start_at: datetime | None,
+        end_at: datetime | None,
+        after: HistoryCursor | None,
+        limit: int,
+    ) -> list[HistoryEntry]:
+        """Return up to `limit` entries in [start_at, end_at) after `after`, oldest first."""
         ...

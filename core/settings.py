@@ -139,6 +139,16 @@ class RulesSettings(BaseModel):
     reopen_window: timedelta = timedelta(days=7)
 
 
+class SlaSettings(BaseModel):
+    """The SLA watch: how often work orders are checked for missed deadlines."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    # A missed deadline is flagged (and escalated) at most this long after it passed.
+    sweep_interval_s: float = Field(default=30.0, gt=0, le=3600)
+
+
 class Settings(BaseSettings):
     """Everything pmkeeper can be configured with."""
 
@@ -155,6 +165,7 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     ingest: IngestSettings = IngestSettings()
     rules: RulesSettings = RulesSettings()
+    sla: SlaSettings = SlaSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -24,6 +24,10 @@ class Reading(NamedTuple):
     value: float
 
 
+# A stored value as (epoch ms, value): what bulk reads return to rebuild rule windows.
+StampedValue = tuple[int, float]
+
+
 @dataclass(frozen=True, slots=True)
 class TelemetryPoint:
     """A stored value read back from a telemetry store."""

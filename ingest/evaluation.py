@@ -205,8 +205,7 @@ class RuleRunner:
             for (asset_id, metric), (from_ms, to_ms) in cold.items()
         ]
         stored = self._telemetry.read_many(requests, _WARMUP_LIMIT)
-        for (asset_id, metric, _, _), found in zip(requests, stored, strict=True):
-            points = [(datetime_to_ms(point.at), point.value) for point in found]
+        for (asset_id, metric, _, _), points in zip(requests, stored, strict=True):
             self._engine.warm(asset_id, metric, points, self._asset(asset_id))
         self._metrics.warmups.inc(len(requests))
 

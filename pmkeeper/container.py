@@ -20,16 +20,19 @@ from core.clock import Clock, SystemClock
 from core.deadletters import DeadLetter
 from core.ports import DeadLetterRepository, SeriesRange, TelemetryStore
 from core.settings import Settings
-from core.telemetry import Reading, TelemetryBucket, TelemetryPoint
+from core.telemetry import Reading, StampedValue, TelemetryBucket, TelemetryPoint
 from ingest.evaluation import RuleMetrics, RuleRunner, RuleTimer
 from ingest.metrics import IngestMetrics
 from ingest.mqtt import MqttSubscriber
 from ingest.payloads import PayloadDecoder
 from ingest.worker import IngestWorker
 from pmkeeper.embedded_broker import EmbeddedBroker
+from pmkeeper.sla_watch import SlaWatch
 from rules.alerting import AlertPolicy
 from storage.alerting import SqlAlertStore, SqlWorkOrderRepository
 from storage.db import create_engine_for, migrate
+from storage.history import SqlAssetHistory
+from storage.inventory import SqlInventoryRepository
 from storage.repositories import (
     SqlAssetRepository,
     SqlDeadLetterRepository,
@@ -136,7 +139,7 @@ class _StoredElsewhere:
         """Read from the real store."""
         return self._store.read(asset_id, metric, start_at, end_at, limit)
 
-    def read_many(self, requests: Sequence[SeriesRange], limit: int) -> list[list[TelemetryPoint]]:
+    def read_many(self, requests: Sequence[SeriesRange], limit: int) -> list[list[StampedValue]]:
         """Read from the real store."""
         return self._store.read_many(requests, limit)
 
@@ -270,6 +273,8 @@ class ApiRole:
             rules=container.rules,
             alerts=container.alerts,
             work_orders=container.work_orders,
+            history=SqlAssetHistory(container.engine),
+            inventory=SqlInventoryRepository(container.engine, container.clock),
             alert_policy=container.alert_policy,
             metrics_registry=container.registry,
             readiness_checks=readiness,
@@ -284,14 +289,29 @@ class ApiRole:
         )
         self.server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
+        # Replicas of the API may all sweep: the escalations table's unique key keeps each
+        # breach flagged once.
+        self.sla_watch = (
+            SlaWatch(
+                container.work_orders.sweep_breaches,
+                container.clock,
+                timedelta(seconds=settings.sla.sweep_interval_s),
+            )
+            if settings.sla.enabled
+            else None
+        )
 
     def start(self) -> None:
-        """Serve HTTP on a background thread."""
+        """Serve HTTP on a background thread, and watch SLA deadlines on another."""
         self._thread = threading.Thread(target=self.server.run, name="api", daemon=True)
         self._thread.start()
+        if self.sla_watch is not None:
+            self.sla_watch.start()
 
     def stop(self) -> None:
         """Ask uvicorn to finish in-flight requests and exit."""
+        if self.sla_watch is not None:
+            self.sla_watch.stop()
         self.server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout=15)

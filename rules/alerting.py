@@ -10,10 +10,10 @@ from typing import Any, TypeGuard
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.assets import Asset
+from core.priority import Priority
 from core.workorders import (
     Evidence,
     EvidencePoint,
-    Priority,
     WorkOrder,
     WorkOrderStatus,
 )

@@ -14,8 +14,9 @@ from datetime import datetime
 from operator import itemgetter
 
 from core.assets import Asset
+from core.priority import Priority
 from core.telemetry import Reading
-from core.workorders import Priority, WorkOrder, WorkOrderKind, WorkOrderStatus
+from core.workorders import WorkOrder, WorkOrderKind, WorkOrderStatus
 from rules.alerting import (
     Alert,
     AlertAction,

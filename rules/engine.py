@@ -6,6 +6,7 @@ ingest side feeds it, persists its outcomes and rebuilds its windows after a res
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -14,12 +15,19 @@ from typing import NamedTuple
 from core.assets import Asset
 from core.telemetry import Reading
 from rules.evaluate import (
+    Calm,
     Event,
     Point,
     RuleState,
+    Run,
     Status,
+    calm_bounds,
+    calm_test,
     durable,
     evaluate,
+    extend_window,
+    run_of,
+    settle,
     tick,
     warm,
     window_ms,
@@ -114,6 +122,7 @@ class RuleIndex:
 
 # Statuses whose persisted part a reading without events cannot change.
 _RESTING = (Status.INACTIVE, Status.RESOLVED)
+_BLANK = RuleState()
 
 
 def _timed(rule: Rule, state: RuleState) -> bool:
@@ -123,6 +132,75 @@ def _timed(rule: Rule, state: RuleState) -> bool:
     if state.status is Status.FIRING:
         return state.clear_since_ms is not None
     return isinstance(rule.condition, NoData) and state.last_ts_ms is not None
+
+
+class _Match(NamedTuple):
+    """A rule matched by a series, with its key and what its fast path needs."""
+
+    rule: Rule
+    key: StateKey
+    span: int | None  # the window the rule keeps: its condition's, or None for evidence only
+    calm: Calm
+    bounds: tuple[float, float] | None
+
+
+class _Series:
+    """A series' matched rules, and what its synced keys share.
+
+    A synced key is resting and has seen exactly the series' readings: its true state is
+    its stored one with the series' last reading time and the series' window for its span.
+    A calm run of readings then advances every synced key at once: one check of the run's
+    extremes for the keys without a window, one call each for the others, and one window
+    per span. A key leaves on anything else and is evaluated on its own; it joins again
+    once a run settles it in step with the series.
+    """
+
+    __slots__ = (
+        "bounded",
+        "high",
+        "last_ts",
+        "low",
+        "matches",
+        "synced",
+        "warm",
+        "windowed",
+        "windows",
+    )
+
+    def __init__(self, matches: tuple[_Match, ...]) -> None:
+        self.matches = matches
+        self.synced: dict[StateKey, _Match] = {}
+        self.last_ts = 0
+        self.windows: dict[int | None, tuple[Point, ...]] = {}
+        # The run extremes every synced key without a window stays calm within...
+        self.low, self.high = -math.inf, math.inf
+        self.bounded = False  # some synced key has no window of its own
+        # ...and the synced keys that test a run against their window.
+        self.windowed: tuple[_Match, ...] = ()
+        self.warm = False  # every key of the series is warm: `cold_series` skips it
+
+    def regroup(self) -> None:
+        """Recompute the shared bounds after a key joined or left."""
+        bounds = [m.bounds for m in self.synced.values() if m.bounds is not None]
+        self.bounded = bool(bounds)
+        self.low = max((low for low, _ in bounds), default=-math.inf)
+        self.high = min((high for _, high in bounds), default=math.inf)
+        self.windowed = tuple(m for m in self.synced.values() if m.bounds is None)
+        if not self.synced:
+            self.windows = {}
+
+
+def _in_step(series: _Series, match: _Match, state: RuleState) -> RuleState:
+    """Return a synced key's true state: its own, with the series' time and window."""
+    return RuleState(
+        state.status,
+        series.last_ts,
+        state.pending_since_ms,
+        state.firing_since_ms,
+        state.clear_since_ms,
+        state.episode,
+        series.windows[match.span],
+    )
 
 
 class RuleEngine:
@@ -136,8 +214,8 @@ class RuleEngine:
         self._states: dict[StateKey, RuleState] = dict(states or {})
         self._timed: set[StateKey] = set()
         self._warm: set[StateKey] = set()
-        # The matched rules of each series with their state keys, built once per series.
-        self._keyed: dict[tuple[str, str], tuple[tuple[Rule, StateKey], ...]] = {}
+        # The matched rules of each series and their shared state, built once per series.
+        self._series: dict[tuple[str, str], _Series] = {}
         self.set_rules(rules)
 
     @property
@@ -147,17 +225,46 @@ class RuleEngine:
 
     def state(self, key: StateKey) -> RuleState:
         """Return a key's state (inactive when never seen)."""
-        return self._states.get(key, RuleState())
+        return self._current(key) or RuleState()
 
     def states(self) -> Mapping[StateKey, RuleState]:
         """Return every key's state."""
-        return self._states
+        return {key: self._current(key) or state for key, state in self._states.items()}
+
+    def _current(self, key: StateKey) -> RuleState | None:
+        state = self._states.get(key)
+        if state is None:
+            return None
+        series = self._series.get((key.asset_id, key.metric))
+        if series is None:
+            return state
+        match = series.synced.get(key)
+        return state if match is None else _in_step(series, match, state)
+
+    def _store(self, key: StateKey, state: RuleState) -> None:
+        """Set a key's state, taking it out of its series' step."""
+        series = self._series.get((key.asset_id, key.metric))
+        if series is not None and series.synced.pop(key, None) is not None:
+            series.regroup()
+        self._states[key] = state
+
+    def _unsync(self, series: _Series, match: _Match) -> None:
+        """Take a key out of its series' step, its state as it stands."""
+        self._states[match.key] = _in_step(series, match, self._states[match.key])
+        del series.synced[match.key]
+
+    def _unsync_all(self, series: _Series) -> None:
+        for match in list(series.synced.values()):
+            self._unsync(series, match)
+        series.regroup()
 
     def set_rules(self, rules: Iterable[Rule]) -> None:
         """Replace the rules in force; states of deleted rules are dropped."""
+        for series in self._series.values():
+            self._unsync_all(series)
+        self._series.clear()
         self._rules = {rule.id: rule for rule in rules}
         self._index = RuleIndex(self._rules.values())
-        self._keyed.clear()
         for key in [key for key in self._states if key.rule_id not in self._rules]:
             del self._states[key]
             self._timed.discard(key)
@@ -172,8 +279,8 @@ class RuleEngine:
     def forget_asset(self, asset_id: str) -> None:
         """Re-match an asset's series after its type, site or tags changed."""
         self._index.forget(asset_id)
-        for series in [series for series in self._keyed if series[0] == asset_id]:
-            del self._keyed[series]
+        for name in [name for name in self._series if name[0] == asset_id]:
+            self._unsync_all(self._series.pop(name))
 
     def matching(self, asset_id: str, metric: str, asset: Asset | None) -> tuple[Rule, ...]:
         """Return the rules that watch a series."""
@@ -190,8 +297,16 @@ class RuleEngine:
         state of the series had already evaluated, whichever is later.
         """
         first_ts: dict[tuple[str, str], int] = {}
+        known = self._series
+        warm_asset, warm_metric = None, None  # the last reading's series, when warm
         for asset_id, metric, ts_ms, _ in readings:
+            if asset_id == warm_asset and metric == warm_metric:
+                continue  # the rest of a run (a message with several samples)
             series = (asset_id, metric)
+            seen = known.get(series)
+            if seen is not None and seen.warm:
+                warm_asset, warm_metric = asset_id, metric
+                continue
             if ts_ms < first_ts.get(series, ts_ms + 1):
                 first_ts[series] = ts_ms
         cold: dict[tuple[str, str], tuple[int, int]] = {}
@@ -264,23 +379,87 @@ class RuleEngine:
                     self._timed.add(key)
 
     def apply(self, readings: Iterable[Reading], assets: AssetLookup) -> list[KeyedOutcome]:
-        """Evaluate readings in order against the rules that match them."""
+        """Evaluate readings in order against the rules that match them.
+
+        Consecutive readings of one series (a message with several samples) are taken as a
+        run: a key settles the whole run at once when none of its readings can change
+        anything, and evaluates them one by one otherwise.
+        """
         outcomes: list[KeyedOutcome] = []
+        known = self._series
+        batch = readings if isinstance(readings, Sequence) else list(readings)
+        count = len(batch)
+        at = 0
+        while at < count:
+            asset_id, metric, ts_ms, value = batch[at]
+            end = at + 1
+            while end < count and batch[end][1] == metric and batch[end][0] == asset_id:
+                end += 1
+            points = (
+                ((ts_ms, value),) if end == at + 1 else tuple((r[2], r[3]) for r in batch[at:end])
+            )
+            at = end
+            series = known.get((asset_id, metric))
+            if series is None:
+                series = self._new_series(asset_id, metric, assets(asset_id))
+            if series.matches:
+                self._apply_run(series, points, outcomes)
+        return outcomes
+
+    def _new_series(self, asset_id: str, metric: str, asset: Asset | None) -> _Series:
+        matches = tuple(
+            _Match(
+                rule,
+                StateKey(rule.id, asset_id, metric),
+                window_ms(rule),
+                calm_test(rule),
+                calm_bounds(rule),
+            )
+            for rule in self._index.match(asset_id, metric, asset)
+        )
+        series = self._series[asset_id, metric] = _Series(matches)
+        return series
+
+    def _apply_run(
+        self, series: _Series, points: tuple[Point, ...], outcomes: list[KeyedOutcome]
+    ) -> None:
+        run = run_of(points)
+        if series.synced:
+            if run is None or points[0][0] <= series.last_ts:
+                self._unsync_all(series)  # late or repeated readings: each key decides
+            else:
+                self._advance_in_step(series, run)
+        synced = series.synced
         states = self._states
-        blank = RuleState()
-        keyed = self._keyed
         warmed = self._warm
-        for asset_id, metric, ts_ms, value in readings:
-            matches = keyed.get((asset_id, metric))
-            if matches is None:
-                matches = tuple(
-                    (rule, StateKey(rule.id, asset_id, metric))
-                    for rule in self._index.match(asset_id, metric, assets(asset_id))
+        unsettled = []
+        for match in series.matches:
+            key = match.key
+            if key in synced:
+                continue
+            before = states.get(key, _BLANK)
+            settled = None if run is None else settle(match.rule, before, run)
+            if settled is None:
+                unsettled.append(match)
+                continue
+            states[key] = settled
+            warmed.add(key)
+            self._join(series, match, settled)
+            if before.last_ts_ms is None:  # a key's first reading: it may need the timer now
+                self._note(
+                    key=key,
+                    rule=match.rule,
+                    before=before,
+                    after=settled,
+                    events=(),
+                    outcomes=outcomes,
                 )
-                keyed[asset_id, metric] = matches
-            for rule, key in matches:
-                before = states.get(key, blank)
-                after, events = evaluate(rule, before, ts_ms, value)
+        # Reading by reading, then rule by rule, so outcomes keep the order of the readings.
+        for ts_ms, value in points if unsettled else ():
+            for match in unsettled:
+                key = match.key
+                before = states.get(key, _BLANK)
+                after, events = evaluate(match.rule, before, ts_ms, value)
                 if after is before:
                     continue
                 states[key] = after
@@ -293,22 +472,78 @@ class RuleEngine:
                 ):
                     continue  # the usual case: a newer reading, nothing to persist or time
                 self._note(
-                    key=key, rule=rule, before=before, after=after, events=events, outcomes=outcomes
+                    key=key,
+                    rule=match.rule,
+                    before=before,
+                    after=after,
+                    events=events,
+                    outcomes=outcomes,
                 )
-        return outcomes
+        if not series.warm:
+            series.warm = all(match.key in warmed for match in series.matches)
+
+    def _advance_in_step(self, series: _Series, run: Run) -> None:
+        """Advance the synced keys over a newer run; those it may change leave the step."""
+        synced = series.synced
+        left = False
+        if run.low < series.low or run.high > series.high:
+            for match in list(synced.values()):
+                bounds = match.bounds
+                if bounds is not None and (run.low < bounds[0] or run.high > bounds[1]):
+                    self._unsync(series, match)
+                    left = True
+        windows: dict[int | None, tuple[Point, ...]] = {}
+        for match in series.windowed:
+            if match.key not in synced:
+                continue
+            window = match.calm(series.windows[match.span], run)
+            if window is None:
+                self._unsync(series, match)
+                left = True
+            elif match.span not in windows:
+                windows[match.span] = window
+        if left:
+            series.regroup()
+            if not synced:
+                return
+        if series.bounded:
+            windows[None] = extend_window(None, series.windows[None], run)
+        series.windows = windows
+        series.last_ts = run.points[-1][0]
+
+    def _join(self, series: _Series, match: _Match, state: RuleState) -> None:
+        """Put a key just settled in step with its series, if it is."""
+        if state.status not in _RESTING:
+            return
+        if series.synced:
+            if state.last_ts_ms != series.last_ts:
+                return
+            shared = series.windows.get(match.span)
+            if shared is None:
+                series.windows[match.span] = state.window
+            elif shared is not state.window and shared != state.window:
+                return
+        else:
+            series.last_ts = state.last_ts_ms or 0
+            series.windows = {match.span: state.window}
+        series.synced[match.key] = match
+        # The series holds the time and window from now on: the key's own copy would only
+        # keep an old window alive.
+        self._states[match.key] = state._replace(window=())
+        series.regroup()
 
     def tick(self, now_ms: int) -> list[KeyedOutcome]:
         """Advance every key that waits on time: `for` expiries, quiet periods, silences."""
         outcomes: list[KeyedOutcome] = []
         for key in list(self._timed):
             rule = self._rules.get(key.rule_id)
-            before = self._states.get(key)
+            before = self._current(key)
             if rule is None or before is None:
                 self._timed.discard(key)
                 continue
             after, events = tick(rule, before, now_ms)
             if after is not before:
-                self._states[key] = after
+                self._store(key, after)
                 self._note(
                     key=key, rule=rule, before=before, after=after, events=events, outcomes=outcomes
                 )
@@ -319,7 +554,7 @@ class RuleEngine:
         rule = self._rules.get(key.rule_id)
         if rule is None:
             return
-        state = self._states.get(key, RuleState())
+        state = self._current(key) or RuleState()
         if state.last_ts_ms is None or state.last_ts_ms < last_ts_ms:
             state = RuleState(
                 state.status,
@@ -330,7 +565,7 @@ class RuleEngine:
                 state.episode,
                 state.window,
             )
-            self._states[key] = state
+            self._store(key, state)
         if _timed(rule, state):
             self._timed.add(key)
 

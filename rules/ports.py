@@ -7,7 +7,18 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
-from core.workorders import NewWorkOrder, WorkOrder, WorkOrderKind, WorkOrderStatus
+from core.priority import Priority
+from core.sla import SlaPolicy, SlaPolicyOverride
+from core.workorders import (
+    Action,
+    Escalation,
+    NewWorkOrder,
+    TransitionDetails,
+    WorkOrder,
+    WorkOrderEvent,
+    WorkOrderKind,
+    WorkOrderStatus,
+)
 from rules.alerting import Alert, AlertStatus
 from rules.engine import KeyedOutcome, StateKey
 from rules.evaluate import RuleState
@@ -83,7 +94,7 @@ class AlertStore(Protocol):
 
 
 class WorkOrderRepository(Protocol):
-    """Work orders: the minimum the rules need (create, link, list, start, resolve)."""
+    """Work orders: create, read, list, and move through their lifecycle."""
 
     def create(self, order: NewWorkOrder, now: datetime, actor: str = "system") -> WorkOrder:
         """Open a work order by hand; `actor` is who the audit trail names."""
@@ -98,18 +109,48 @@ class WorkOrderRepository(Protocol):
         *,
         status: WorkOrderStatus | None = None,
         kind: WorkOrderKind | None = None,
+        priority: Priority | None = None,
         asset_id: str | None = None,
+        site: str | None = None,
         rule_id: str | None = None,
+        created_from: datetime | None = None,
+        created_to: datetime | None = None,
         before_id: int | None = None,
         limit: int = 100,
     ) -> builtins.list[WorkOrder]:
-        """Return work orders newest first, before `before_id` (keyset pagination)."""
+        """Return work orders newest first, before `before_id` (keyset pagination), created in
+        [created_from, created_to) when given, on the assets of `site` when given."""
         ...
 
-    def start(self, order_id: int, actor: str, now: datetime) -> WorkOrder:
-        """Move a work order to in_progress; InvalidTransitionError when it cannot."""
+    def escalations(
+        self, *, work_order_id: int | None = None, before_id: int | None = None, limit: int = 100
+    ) -> builtins.list[Escalation]:
+        """Return SLA escalations newest first, before `before_id` (keyset pagination)."""
         ...
 
-    def resolve(self, order_id: int, actor: str, note: str | None, now: datetime) -> WorkOrder:
-        """Resolve an open work order; InvalidTransitionError when it is not open."""
+    def sla_policy(self, customer: str | None = None) -> SlaPolicy:
+        """Return the SLA policy in force for a customer (the base policy without one)."""
+        ...
+
+    def set_sla_override(
+        self, customer: str, override: SlaPolicyOverride, now: datetime
+    ) -> SlaPolicy:
+        """Store a customer's SLA override; return the policy it yields for new orders."""
+        ...
+
+    def events(self, order_id: int) -> builtins.list[WorkOrderEvent]:
+        """Return a work order's audit trail, oldest first; NotFoundError if absent."""
+        ...
+
+    def transition(
+        self,
+        order_id: int,
+        action: Action,
+        details: TransitionDetails,
+        *,
+        actor: str,
+        now: datetime,
+    ) -> WorkOrder:
+        """Apply one lifecycle action (`core.workorders.LIFECYCLE`), audited; nothing changes
+        on a refusal (InvalidTransitionError, ClosureRefusedError, ValidationError)."""
         ...

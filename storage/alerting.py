@@ -10,22 +10,41 @@ from datetime import datetime
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import Connection, Engine, RowMapping, exists, insert, select, update
+from sqlalchemy import Connection, Engine, RowMapping, exists, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from core.assets import Asset
 from core.clock import Clock, SystemClock
 from core.errors import ConflictError, NotFoundError, ValidationError
+from core.priority import Priority
+from core.sla import (
+    ActualTimes,
+    Breach,
+    Deadlines,
+    SlaPolicy,
+    SlaPolicyOverride,
+    breaches,
+    deadlines_for,
+    default_policy,
+    new_breaches,
+)
 from core.workorders import (
+    Action,
+    Escalation,
     Evidence,
     InvalidTransitionError,
     NewWorkOrder,
+    TransitionDetails,
     WorkOrder,
+    WorkOrderEvent,
     WorkOrderKind,
     WorkOrderStatus,
-    check_resolve,
-    check_start,
+    check_closable,
+    check_details,
+    deadline_fields,
+    milestone_fields,
+    next_status,
 )
 from rules.alerting import (
     OPEN_ALERT_STATUSES,
@@ -45,7 +64,16 @@ from rules.alerting import (
 )
 from rules.engine import KeyedOutcome, StateKey
 from rules.evaluate import RuleFired, RuleResolved, RuleState, Status
-from storage.tables import alerts, assets, rule_states, work_order_events, work_orders
+from storage.repositories import insert_ignoring_duplicates
+from storage.tables import (
+    alerts,
+    assets,
+    rule_states,
+    sla_escalations,
+    sla_overrides,
+    work_order_events,
+    work_orders,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +95,14 @@ def open_key(rule_id: str, asset_id: str) -> str:
     return f"{rule_id}|{asset_id}"
 
 
-def _is_unique_violation(error: IntegrityError) -> bool:
+def _reopened_key(order: WorkOrder) -> str | None:
+    """Return the open key a reopened order takes back: predictive orders hold one."""
+    if order.kind is WorkOrderKind.PREDICTIVE and order.rule_id is not None:
+        return open_key(order.rule_id, order.asset_id)
+    return None
+
+
+def is_unique_violation(error: IntegrityError) -> bool:
     original = error.orig
     if getattr(original, "sqlstate", None) == _PG_UNIQUE_VIOLATION:
         return True
@@ -122,7 +157,9 @@ def _alert_from_row(row: RowMapping) -> Alert:
 
 
 def _order_from_row(row: RowMapping, alert_ids: builtins.list[int]) -> WorkOrder:
-    return WorkOrder.model_validate({**row, "alert_ids": alert_ids})
+    return WorkOrder.model_validate(
+        {**row, "alert_ids": alert_ids, "breaches": row["breaches"] or []}
+    )
 
 
 def _evidence_json(evidence: Sequence[Evidence]) -> builtins.list[dict[str, Any]]:
@@ -168,13 +205,85 @@ def _read_alert(connection: Connection, alert_id: int) -> Alert:
     return _alert_from_row(row._mapping)
 
 
+def sla_policy_for(connection: Connection, asset_id: str, base: SlaPolicy) -> SlaPolicy:
+    """Return the SLA policy of an asset: `base`, with its customer's override if any."""
+    customer = connection.execute(select(assets.c.customer).where(assets.c.id == asset_id)).scalar()
+    if customer is None:
+        return base
+    override = connection.execute(
+        select(sla_overrides.c.policy).where(sla_overrides.c.customer == customer)
+    ).scalar()
+    return base if override is None else base.merged(SlaPolicyOverride.model_validate(override))
+
+
+def _deadline_values(
+    connection: Connection, priority: Priority, asset_id: str, created_at: datetime, base: SlaPolicy
+) -> dict[str, datetime | None]:
+    return deadline_fields(
+        deadlines_for(priority, created_at, sla_policy_for(connection, asset_id, base))
+    )
+
+
+def flag_breaches(connection: Connection, order: WorkOrder, now: datetime) -> list[Escalation]:
+    """Flag the SLA targets `order` has missed by `now` and not flagged yet; escalate each once.
+
+    The unique (work order, breach) key of `sla_escalations` decides who flags a breach when
+    sweeps race: only the insert that lands escalates it.
+    """
+    deadlines = Deadlines(
+        response_due=order.response_due_at,
+        on_site_due=order.on_site_due_at,
+        resolution_due=order.resolution_due_at,
+    )
+    actuals = ActualTimes(
+        responded_at=order.responded_at,
+        arrived_at=order.arrived_at,
+        resolved_at=order.resolved_at,
+    )
+    missed = breaches(deadlines, actuals, now)
+    due_of = {
+        Breach.RESPONSE: order.response_due_at,
+        Breach.ON_SITE: order.on_site_due_at,
+        Breach.RESOLUTION: order.resolution_due_at,
+    }
+    escalated: list[Escalation] = []
+    for breach in sorted(new_breaches(missed, set(order.breaches))):
+        due_at = due_of[breach]
+        if due_at is None:
+            continue
+        inserted = connection.execute(
+            insert_ignoring_duplicates(connection, sla_escalations)
+            .values(work_order_id=order.id, breach=breach.value, due_at=due_at, at=now)
+            .returning(sla_escalations.c.id)
+        ).scalar()
+        if inserted is not None:
+            escalated.append(
+                Escalation(
+                    id=int(inserted), work_order_id=order.id, breach=breach, due_at=due_at, at=now
+                )
+            )
+    if missed - set(order.breaches):
+        flagged = sorted({*order.breaches, *missed})
+        connection.execute(
+            update(work_orders)
+            .where(work_orders.c.id == order.id)
+            .values(breaches=[b.value for b in flagged])
+        )
+    return escalated
+
+
 class SqlAlertStore:
     """Rule states, alerts and the predictive work orders they open, in a SQL database."""
 
     def __init__(
-        self, engine: Engine, clock: Clock | None = None, policy: AlertPolicy | None = None
+        self,
+        engine: Engine,
+        clock: Clock | None = None,
+        policy: AlertPolicy | None = None,
+        sla: SlaPolicy | None = None,
     ) -> None:
         self._engine = engine
+        self._sla = sla or default_policy()
         # Unused for now: every method is handed its `now`. Kept so all Sql* stores are
         # built alike, (engine, clock, ...), by the composition root.
         self._clock = clock or SystemClock()
@@ -213,7 +322,7 @@ class SqlAlertStore:
                 with self._engine.begin() as connection:
                     return self._record(connection, outcomes, now)
             except IntegrityError as exc:
-                if attempt == _RECORD_ATTEMPTS or not _is_unique_violation(exc):
+                if attempt == _RECORD_ATTEMPTS or not is_unique_violation(exc):
                     raise
                 log.info("alert batch lost a race (%s); replaying it", exc.orig)
             except _LostRaceError as exc:
@@ -436,12 +545,14 @@ class SqlAlertStore:
         asset_row = connection.execute(select(assets).where(assets.c.id == key.asset_id)).first()
         asset = Asset.model_validate(dict(asset_row._mapping)) if asset_row is not None else None
         title, description = work_order_text(rule, asset, key.asset_id, key.metric, fired)
+        priority = priority_for(rule.severity)
         statement = (
             insert(work_orders)
             .values(
+                **_deadline_values(connection, priority, key.asset_id, now, self._sla),
                 kind=WorkOrderKind.PREDICTIVE.value,
                 status=WorkOrderStatus.REQUESTED.value,
-                priority=priority_for(rule.severity).value,
+                priority=priority.value,
                 asset_id=key.asset_id,
                 title=title,
                 description=description,
@@ -560,8 +671,9 @@ class SqlAlertStore:
 class SqlWorkOrderRepository:
     """Work orders and their audit trail in a SQL database."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, sla: SlaPolicy | None = None) -> None:
         self._engine = engine
+        self._sla = sla or default_policy()
 
     def create(self, order: NewWorkOrder, now: datetime, actor: str = SYSTEM_ACTOR) -> WorkOrder:
         """Open a corrective or preventive work order by hand; predictive ones come from rules."""
@@ -583,6 +695,9 @@ class SqlWorkOrderRepository:
                 connection.execute(
                     insert(work_orders)
                     .values(
+                        **_deadline_values(
+                            connection, order.priority, order.asset_id, now, self._sla
+                        ),
                         kind=kind.value,
                         status=WorkOrderStatus.REQUESTED.value,
                         priority=order.priority.value,
@@ -595,6 +710,9 @@ class SqlWorkOrderRepository:
                         repeat_count=0,
                         created_at=now,
                         updated_at=now,
+                        request=None
+                        if order.request is None
+                        else order.request.model_dump(mode="json"),
                     )
                     .returning(work_orders.c.id)
                 ).scalar_one()
@@ -619,8 +737,12 @@ class SqlWorkOrderRepository:
         *,
         status: WorkOrderStatus | None = None,
         kind: WorkOrderKind | None = None,
+        priority: Priority | None = None,
         asset_id: str | None = None,
+        site: str | None = None,
         rule_id: str | None = None,
+        created_from: datetime | None = None,
+        created_to: datetime | None = None,
         before_id: int | None = None,
         limit: int = 100,
     ) -> builtins.list[WorkOrder]:
@@ -630,8 +752,18 @@ class SqlWorkOrderRepository:
             query = query.where(work_orders.c.status == WorkOrderStatus(status).value)
         if kind is not None:
             query = query.where(work_orders.c.kind == WorkOrderKind(kind).value)
+        if priority is not None:
+            query = query.where(work_orders.c.priority == Priority(priority).value)
         if asset_id is not None:
             query = query.where(work_orders.c.asset_id == asset_id)
+        if site is not None:
+            query = query.where(
+                work_orders.c.asset_id.in_(select(assets.c.id).where(assets.c.site == site))
+            )
+        if created_from is not None:
+            query = query.where(work_orders.c.created_at >= created_from)
+        if created_to is not None:
+            query = query.where(work_orders.c.created_at < created_to)
         if rule_id is not None:
             query = query.where(work_orders.c.rule_id == rule_id)
         if before_id is not None:
@@ -649,32 +781,152 @@ class SqlWorkOrderRepository:
                     alert_ids[order_id].append(alert_id)
         return [_order_from_row(row, alert_ids[row["id"]]) for row in rows]
 
-    def start(self, order_id: int, actor: str, now: datetime) -> WorkOrder:
-        """Move a work order to in_progress; InvalidTransitionError when it cannot."""
+    def events(self, order_id: int) -> builtins.list[WorkOrderEvent]:
+        """Return a work order's audit trail, oldest first; NotFoundError if absent."""
+        with self._engine.connect() as connection:
+            _read_order(connection, order_id)
+            rows = connection.execute(
+                select(
+                    work_order_events.c.at,
+                    work_order_events.c.actor,
+                    work_order_events.c.from_status,
+                    work_order_events.c.to_status,
+                    work_order_events.c.note,
+                )
+                .where(work_order_events.c.work_order_id == order_id)
+                .order_by(work_order_events.c.id)
+            )
+            return [WorkOrderEvent.model_validate(dict(row._mapping)) for row in rows]
+
+    def transition(
+        self,
+        order_id: int,
+        action: Action,
+        details: TransitionDetails,
+        *,
+        actor: str,
+        now: datetime,
+    ) -> WorkOrder:
+        """Apply one lifecycle action; InvalidTransitionError (409) when the status forbids it.
+
+        Nothing changes on a refusal. Resolving clears the order's open key, so the next
+        firing of its rule opens (or reopens) an order; reopening counts a repeat failure.
+        """
+        check_details(action, details)
         current = self.get(order_id)
-        check_start(current.status)
+        target = next_status(current.status, action, current.held_from)
+        values: dict[str, Any] = {"updated_at": now, **milestone_fields(current, action, now)}
+        if action is Action.HOLD:
+            values["held_from"] = current.status.value
+        elif action is Action.RESUME:
+            values["held_from"] = None
+        elif action is Action.RESOLVE:
+            values.update(resolved_at=now, resolution_note=details.note, open_key=None)
+            if details.completion is not None:
+                values["completion"] = details.completion.model_dump(mode="json")
+        elif action is Action.CLOSE:
+            completion, sign_off = check_closable(
+                current, details, customer=self._customer_of(current.asset_id)
+            )
+            values.update(
+                closed_at=now,
+                completion=completion.model_dump(mode="json"),
+                sign_off=None if sign_off is None else sign_off.model_dump(mode="json"),
+            )
+        elif action is Action.CANCEL:
+            values["open_key"] = None
+        elif action is Action.REOPEN:
+            values.update(
+                resolved_at=None,
+                repeat_count=current.repeat_count + 1,
+                open_key=_reopened_key(current),
+            )
         return self._transition(
-            current,
-            WorkOrderStatus.IN_PROGRESS,
-            actor=actor,
-            note=None,
-            now=now,
-            values={"updated_at": now},
+            current, target, actor=actor, note=details.note, now=now, values=values
         )
 
-    def resolve(self, order_id: int, actor: str, note: str | None, now: datetime) -> WorkOrder:
-        """Resolve an open work order; InvalidTransitionError when it is not open."""
-        current = self.get(order_id)
-        check_resolve(current.status)
-        values = {
-            "updated_at": now,
-            "resolved_at": now,
-            "resolution_note": note,
-            "open_key": None,  # lets the next firing open (or reopen) an order
-        }
-        return self._transition(
-            current, WorkOrderStatus.RESOLVED, actor=actor, note=note, now=now, values=values
+    def sweep_breaches(self, now: datetime, limit: int = 500) -> builtins.list[Escalation]:
+        """Flag every SLA target missed by `now`; return the escalations this sweep made.
+
+        Looks at orders not closed or cancelled with a deadline passed; a breach flagged
+        before (by an earlier sweep, another process, or a late transition) is not again.
+        """
+        due = or_(
+            work_orders.c.response_due_at <= now,
+            work_orders.c.on_site_due_at <= now,
+            work_orders.c.resolution_due_at <= now,
         )
+        finished = [WorkOrderStatus.CLOSED.value, WorkOrderStatus.CANCELLED.value]
+        escalated: builtins.list[Escalation] = []
+        after = 0
+        while True:
+            with self._engine.begin() as connection:
+                rows = connection.execute(
+                    select(work_orders)
+                    .where(due, work_orders.c.status.not_in(finished), work_orders.c.id > after)
+                    .order_by(work_orders.c.id)
+                    .limit(limit)
+                ).all()
+                for row in rows:
+                    escalated += flag_breaches(connection, _order_from_row(row._mapping, []), now)
+            if len(rows) < limit:
+                return escalated
+            after = rows[-1].id
+
+    def escalations(
+        self, *, work_order_id: int | None = None, before_id: int | None = None, limit: int = 100
+    ) -> builtins.list[Escalation]:
+        """Return SLA escalations newest first, before `before_id` (keyset pagination)."""
+        query = select(sla_escalations).order_by(sla_escalations.c.id.desc()).limit(limit)
+        if work_order_id is not None:
+            query = query.where(sla_escalations.c.work_order_id == work_order_id)
+        if before_id is not None:
+            query = query.where(sla_escalations.c.id < before_id)
+        with self._engine.connect() as connection:
+            return [
+                Escalation.model_validate(dict(row._mapping)) for row in connection.execute(query)
+            ]
+
+    def set_sla_override(
+        self, customer: str, override: SlaPolicyOverride, now: datetime
+    ) -> SlaPolicy:
+        """Store a customer's SLA override (replacing any); return the policy it yields.
+
+        Orders keep the deadlines they were opened with; the override applies to new ones.
+        """
+        document = override.model_dump(mode="json", exclude_unset=True)
+        with self._engine.begin() as connection:
+            updated = connection.execute(
+                update(sla_overrides)
+                .where(sla_overrides.c.customer == customer)
+                .values(policy=document, updated_at=now)
+            ).rowcount
+            if not updated:
+                connection.execute(
+                    insert(sla_overrides).values(customer=customer, policy=document, updated_at=now)
+                )
+        return self._sla.merged(override)
+
+    def sla_policy(self, customer: str | None = None) -> SlaPolicy:
+        """Return the SLA policy in force for a customer (the base policy without one)."""
+        if customer is None:
+            return self._sla
+        with self._engine.connect() as connection:
+            override = connection.execute(
+                select(sla_overrides.c.policy).where(sla_overrides.c.customer == customer)
+            ).scalar()
+        return (
+            self._sla
+            if override is None
+            else self._sla.merged(SlaPolicyOverride.model_validate(override))
+        )
+
+    def _customer_of(self, asset_id: str) -> str | None:
+        with self._engine.connect() as connection:
+            customer = connection.execute(
+                select(assets.c.customer).where(assets.c.id == asset_id)
+            ).scalar()
+        return None if customer is None else str(customer)
 
     def _transition(
         self,
@@ -689,14 +941,23 @@ class SqlWorkOrderRepository:
         # The status was checked outside the transaction (SQLite cannot upgrade a read to a
         # write when another writer got in between); the guard below makes the check hold.
         with self._engine.begin() as connection:
-            result = connection.execute(
-                update(work_orders)
-                .where(
-                    work_orders.c.id == current.id,
-                    work_orders.c.status == current.status.value,
+            try:
+                result = connection.execute(
+                    update(work_orders)
+                    .where(
+                        work_orders.c.id == current.id,
+                        work_orders.c.status == current.status.value,
+                    )
+                    .values(status=target.value, **values)
                 )
-                .values(status=target.value, **values)
-            )
+            except IntegrityError as error:
+                if not is_unique_violation(error):
+                    raise
+                raise ConflictError(
+                    f"work order {current.id} cannot be reopened: its rule has opened another "
+                    "order on this asset since",
+                    work_order_id=current.id,
+                ) from None
             if result.rowcount == 0:
                 raise ConflictError(
                     f"work order {current.id} changed while being updated; read it again",
@@ -711,4 +972,6 @@ class SqlWorkOrderRepository:
                 to_status=target,
                 note=note,
             )
+            # A target met late is a breach even if no sweep ran while it was overdue.
+            flag_breaches(connection, _read_order(connection, current.id), now)
             return _read_order(connection, current.id)

@@ -37,7 +37,7 @@ _UPDATABLE_FIELDS = frozenset(Asset.model_fields) - _READ_ONLY_FIELDS
 _IN_CHUNK = 500
 
 
-def _insert_ignoring_duplicates(connection: Connection, table: Any) -> Insert:
+def insert_ignoring_duplicates(connection: Connection, table: Any) -> Insert:
     """Return an INSERT that skips rows whose primary key exists (ON CONFLICT DO NOTHING)."""
     if connection.dialect.name == "postgresql":
         return postgresql.insert(table).on_conflict_do_nothing()
@@ -140,7 +140,7 @@ class SqlAssetRepository:
             for asset_id in wanted
         ]
         with self._engine.begin() as connection:
-            statement = _insert_ignoring_duplicates(connection, assets).returning(assets.c.id)
+            statement = insert_ignoring_duplicates(connection, assets).returning(assets.c.id)
             # RETURNING yields only the rows this statement inserted, never ones a concurrent
             # writer got to first: that is what makes the result exact. SQLAlchemy batches the
             # rows into multi-row INSERTs ("insertmanyvalues").

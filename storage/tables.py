@@ -8,10 +8,13 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    CheckConstraint,
     Column,
     DateTime,
     Dialect,
     Float,
+    ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     LargeBinary,
@@ -165,6 +168,18 @@ work_orders = Table(
     Column("updated_at", UtcDateTime(), nullable=False),
     Column("resolved_at", UtcDateTime()),
     Column("resolution_note", Text()),
+    Column("request", JsonDocument),
+    Column("completion", JsonDocument),
+    Column("sign_off", JsonDocument),
+    Column("held_from", String(16)),
+    Column("closed_at", UtcDateTime()),
+    Column("response_due_at", UtcDateTime()),
+    Column("on_site_due_at", UtcDateTime()),
+    Column("resolution_due_at", UtcDateTime()),
+    Column("responded_at", UtcDateTime()),
+    Column("arrived_at", UtcDateTime()),
+    # The SLA targets flagged as breached, as a JSON list; NULL is none yet.
+    Column("breaches", JsonDocument),
     Index("ix_work_orders_asset_id", "asset_id", "status"),
     Index("ix_work_orders_rule_id", "rule_id", "asset_id"),
 )
@@ -215,4 +230,135 @@ alerts = Table(
     Index("ix_alerts_asset_id", "asset_id"),
     Index("ix_alerts_work_order_id", "work_order_id"),
     Index("ix_alerts_key", "rule_id", "asset_id", "metric", "id"),
+)
+
+
+# --- parts inventory ------------------------------------------------------------------
+# Quantities are integer thousandths of the part's unit (`*_milli`): exact on both
+# backends (SQLite does NUMERIC arithmetic in floating point), and the guarded UPDATE
+# that keeps reservations within stock compares them in SQL.
+# Imported here so this section only appends to the module (E402: deliberately not at top).
+
+stock_locations = Table(
+    "stock_locations",
+    metadata,
+    Column("code", AssetId, primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("site", String(100)),
+    Column("created_at", UtcDateTime(), nullable=False),
+)
+
+parts = Table(
+    "parts",
+    metadata,
+    Column("sku", AssetId, primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("unit", String(16), nullable=False),
+    Column("category", String(100), nullable=False),
+    Column("reorder_point_milli", BigInteger(), nullable=False),
+    Column("reorder_quantity_milli", BigInteger(), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    CheckConstraint(
+        "reorder_point_milli >= 0 AND reorder_quantity_milli >= 0", name="reorder_not_negative"
+    ),
+    Index("ix_parts_category", "category", "sku"),
+)
+
+# One row per (part, location) that ever moved; on_hand is the sum of its ledger. The
+# check is the last line of defence: the database itself refuses an over-reservation.
+stock = Table(
+    "stock",
+    metadata,
+    Column("sku", AssetId, ForeignKey("parts.sku"), primary_key=True),
+    Column("location", AssetId, ForeignKey("stock_locations.code"), primary_key=True),
+    Column("on_hand_milli", BigInteger(), nullable=False),
+    Column("reserved_milli", BigInteger(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    CheckConstraint(
+        "reserved_milli >= 0 AND reserved_milli <= on_hand_milli", name="reserved_within_on_hand"
+    ),
+    Index("ix_stock_location", "location"),
+)
+
+# work_order_id is a plain id with no foreign key: work orders and stock are separate
+# aggregates, and reservations outlive nothing but their own stock row.
+part_reservations = Table(
+    "part_reservations",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("work_order_id", BigInteger(), nullable=False),
+    Column("sku", AssetId, nullable=False),
+    Column("location", AssetId, nullable=False),
+    Column("quantity_milli", BigInteger(), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("expires_at", UtcDateTime(), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("created_by", String(200), nullable=False),
+    Column("issued_milli", BigInteger()),
+    Column("closed_at", UtcDateTime()),
+    Column("closed_by", String(200)),
+    Column("note", Text()),
+    Column("closing_note", Text()),
+    ForeignKeyConstraint(["sku", "location"], ["stock.sku", "stock.location"]),
+    CheckConstraint("quantity_milli > 0", name="quantity_positive"),
+    Index("ix_part_reservations_work_order_id", "work_order_id"),
+    Index("ix_part_reservations_status", "status", "expires_at"),
+)
+
+# The append-only stock ledger: quantity_milli is the signed change to on_hand.
+stock_ledger = Table(
+    "stock_ledger",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("sku", AssetId, nullable=False),
+    Column("location", AssetId, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("quantity_milli", BigInteger(), nullable=False),
+    Column("reason", Text()),
+    Column("work_order_id", BigInteger()),
+    Column("reservation_id", BigInteger(), ForeignKey("part_reservations.id")),
+    Column("actor", String(200), nullable=False),
+    Column("at", UtcDateTime(), nullable=False),
+    ForeignKeyConstraint(["sku", "location"], ["stock.sku", "stock.location"]),
+    Index("ix_stock_ledger_key", "sku", "location", "id"),
+    Index("ix_stock_ledger_work_order_id", "work_order_id"),
+)
+
+# Demands the stock could not meet, for the stock-out rate KPI.
+stock_out_events = Table(
+    "stock_out_events",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("sku", AssetId, ForeignKey("parts.sku"), nullable=False),
+    Column("location", AssetId, ForeignKey("stock_locations.code"), nullable=False),
+    Column("work_order_id", BigInteger()),
+    Column("requested_milli", BigInteger(), nullable=False),
+    Column("available_milli", BigInteger(), nullable=False),
+    Column("at", UtcDateTime(), nullable=False),
+    Index("ix_stock_out_events_at", "at"),
+    Index("ix_stock_out_events_sku", "sku", "at"),
+)
+
+
+# One row per (work order, breached target): the unique key is what makes a breach flagged
+# and escalated exactly once, however many sweeps race.
+sla_escalations = Table(
+    "sla_escalations",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("work_order_id", BigInteger(), nullable=False),
+    Column("breach", String(16), nullable=False),
+    Column("due_at", UtcDateTime(), nullable=False),
+    Column("at", UtcDateTime(), nullable=False),
+    UniqueConstraint("work_order_id", "breach", name="uq_sla_escalations_order_breach"),
+)
+
+# A customer's (or contract's) changes to the SLA policy, as a JSON SlaPolicyOverride.
+sla_overrides = Table(
+    "sla_overrides",
+    metadata,
+    Column("customer", String(200), primary_key=True),
+    Column("policy", JsonDocument, nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
 )

@@ -28,6 +28,7 @@ from core.ports import SeriesRange
 from core.settings import InfluxSettings
 from core.telemetry import (
     Reading,
+    StampedValue,
     TelemetryBucket,
     TelemetryPoint,
     datetime_to_ms,
@@ -201,9 +202,9 @@ class InfluxTelemetryStore:
             if row[1] is not None
         ]
 
-    def read_many(self, requests: Sequence[SeriesRange], limit: int) -> list[list[TelemetryPoint]]:
+    def read_many(self, requests: Sequence[SeriesRange], limit: int) -> list[list[StampedValue]]:
         """Return each series' points, many SELECT statements to one /query request."""
-        found: list[list[TelemetryPoint]] = []
+        found: list[list[StampedValue]] = []
         for first in range(0, len(requests), _STATEMENTS_PER_QUERY):
             chunk = requests[first : first + _STATEMENTS_PER_QUERY]
             if limit <= 0:
@@ -217,11 +218,7 @@ class InfluxTelemetryStore:
                 for asset_id, metric, start_at, end_at in chunk
             )
             found += [
-                [
-                    TelemetryPoint(at=ms_to_datetime(int(row[0])), value=float(row[1]))
-                    for row in _rows(result)
-                    if row[1] is not None
-                ]
+                [(int(row[0]), float(row[1])) for row in _rows(result) if row[1] is not None]
                 for result in self._query(query)
             ]
         return found

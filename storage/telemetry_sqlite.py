@@ -15,6 +15,7 @@ from core.errors import StoreRejectedError, StoreUnavailableError
 from core.ports import SeriesRange
 from core.telemetry import (
     Reading,
+    StampedValue,
     TelemetryBucket,
     TelemetryPoint,
     datetime_to_ms,
@@ -133,11 +134,11 @@ class SqliteTelemetryStore:
             rows = conn.execute(_READ, params).fetchall()
         return [TelemetryPoint(at=ms_to_datetime(ts_ms), value=value) for ts_ms, value in rows]
 
-    def read_many(self, requests: Sequence[SeriesRange], limit: int) -> list[list[TelemetryPoint]]:
+    def read_many(self, requests: Sequence[SeriesRange], limit: int) -> list[list[StampedValue]]:
         """Return each series' points, all read on one connection."""
         if limit <= 0:
             return [[] for _ in requests]
-        found: list[list[TelemetryPoint]] = []
+        found: list[list[StampedValue]] = []
         with self._translate_errors("read"), self._reader() as conn:
             for asset_id, metric, start_at, end_at in requests:
                 params = (
@@ -148,9 +149,7 @@ class SqliteTelemetryStore:
                     limit,
                 )
                 rows = conn.execute(_READ, params).fetchall()
-                found.append(
-                    [TelemetryPoint(at=ms_to_datetime(ts_ms), value=value) for ts_ms, value in rows]
-                )
+                found.append([(int(ts_ms), float(value)) for ts_ms, value in rows])
         return found
 
     def downsample(

@@ -19,8 +19,11 @@ from core.errors import (
     ValidationError,
 )
 from core.ports import SeriesRange
+from core.priority import Priority
+from core.sla import SlaPolicy, SlaPolicyOverride, deadlines_for, default_policy
 from core.telemetry import (
     Reading,
+    StampedValue,
     TelemetryBucket,
     TelemetryPoint,
     datetime_to_ms,
@@ -28,13 +31,20 @@ from core.telemetry import (
 )
 from core.workorders import (
     OPEN_STATUSES,
+    Action,
+    Escalation,
     InvalidTransitionError,
     NewWorkOrder,
+    TransitionDetails,
     WorkOrder,
+    WorkOrderEvent,
     WorkOrderKind,
     WorkOrderStatus,
-    check_resolve,
-    check_start,
+    check_closable,
+    check_details,
+    deadline_fields,
+    milestone_fields,
+    next_status,
 )
 from rules.alerting import (
     OPEN_ALERT_STATUSES,
@@ -93,10 +103,13 @@ class InMemoryTelemetryStore:
         )
         return [TelemetryPoint(ms_to_datetime(ts), v) for ts, v in found[:limit]]
 
-    def read_many(self, requests: Sequence[SeriesRange], limit: int) -> list[list[TelemetryPoint]]:
+    def read_many(self, requests: Sequence[SeriesRange], limit: int) -> list[list[StampedValue]]:
         """Read each series in turn."""
         self.read_many_calls += 1
-        return [self.read(a, m, start, end, limit) for a, m, start, end in requests]
+        return [
+            [(datetime_to_ms(p.at), p.value) for p in self.read(a, m, start, end, limit)]
+            for a, m, start, end in requests
+        ]
 
     def downsample(
         self, asset_id: str, metric: str, start_at: datetime, end_at: datetime, every: timedelta
@@ -231,9 +244,14 @@ class InMemoryWorkOrderRepository:
 
     def __init__(self, asset_ids: Iterable[str] | None = None) -> None:
         self.orders: dict[int, WorkOrder] = {}
-        # (order id, actor, from status, to status, note), oldest first.
-        self.audit: list[tuple[int, str, str | None, str, str | None]] = []
+        # Each order's audit trail, oldest first.
+        self.audit: dict[int, list[WorkOrderEvent]] = {}
         self.asset_ids = None if asset_ids is None else set(asset_ids)
+        # The customer owning an asset, for the sign-off closing its orders needs.
+        self.customers: dict[str, str] = {}
+        # The site of an asset, for listing by site.
+        self.sites: dict[str, str] = {}
+        self.sla_overrides: dict[str, SlaPolicyOverride] = {}
 
     def next_id(self) -> int:
         """Return the id the next order gets."""
@@ -248,9 +266,38 @@ class InMemoryWorkOrderRepository:
     ) -> WorkOrder:
         """Store an order and audit its move from `from_status`."""
         self.orders[order.id] = order
-        was = from_status.value if from_status is not None else None
-        self.audit.append((order.id, actor, was, order.status.value, note))
+        event = WorkOrderEvent(
+            at=order.updated_at,
+            actor=actor,
+            from_status=from_status,
+            to_status=order.status,
+            note=note,
+        )
+        self.audit.setdefault(order.id, []).append(event)
         return order
+
+    def escalations(
+        self, *, work_order_id: int | None = None, before_id: int | None = None, limit: int = 100
+    ) -> builtins.list[Escalation]:
+        """Return no escalations: the fake keeps no SLA clock."""
+        return []
+
+    def sla_policy(self, customer: str | None = None) -> SlaPolicy:
+        """Return the default policy with the customer's override, if one was set."""
+        override = self.sla_overrides.get(customer) if customer is not None else None
+        return default_policy() if override is None else default_policy().merged(override)
+
+    def set_sla_override(
+        self, customer: str, override: SlaPolicyOverride, now: datetime
+    ) -> SlaPolicy:
+        """Keep a customer's override."""
+        self.sla_overrides[customer] = override
+        return self.sla_policy(customer)
+
+    def events(self, order_id: int) -> builtins.list[WorkOrderEvent]:
+        """Return an order's audit trail."""
+        self.get(order_id)
+        return list(self.audit[order_id])
 
     def create(self, order: NewWorkOrder, now: datetime, actor: str = "system") -> WorkOrder:
         """Open a corrective or preventive order; refuse predictive ones and unknown assets."""
@@ -263,6 +310,7 @@ class InMemoryWorkOrderRepository:
             status=WorkOrderStatus.REQUESTED,
             created_at=now,
             updated_at=now,
+            **deadline_fields(deadlines_for(order.priority, now, default_policy())),
             **order.model_dump(),
         )
         return self.note(created, actor, None)
@@ -279,8 +327,12 @@ class InMemoryWorkOrderRepository:
         *,
         status: WorkOrderStatus | None = None,
         kind: WorkOrderKind | None = None,
+        priority: Priority | None = None,
         asset_id: str | None = None,
+        site: str | None = None,
         rule_id: str | None = None,
+        created_from: datetime | None = None,
+        created_to: datetime | None = None,
         before_id: int | None = None,
         limit: int = 100,
     ) -> builtins.list[WorkOrder]:
@@ -290,34 +342,50 @@ class InMemoryWorkOrderRepository:
             for i, o in sorted(self.orders.items(), reverse=True)
             if (status is None or o.status == status)
             and (kind is None or o.kind == kind)
+            and (priority is None or o.priority == priority)
             and (asset_id is None or o.asset_id == asset_id)
+            and (site is None or self.sites.get(o.asset_id) == site)
             and (rule_id is None or o.rule_id == rule_id)
+            and (created_from is None or o.created_at >= created_from)
+            and (created_to is None or o.created_at < created_to)
             and (before_id is None or i < before_id)
         ]
         return found[:limit]
 
-    def start(self, order_id: int, actor: str, now: datetime) -> WorkOrder:
-        """Move an order to in_progress."""
+    def transition(
+        self,
+        order_id: int,
+        action: Action,
+        details: TransitionDetails,
+        *,
+        actor: str,
+        now: datetime,
+    ) -> WorkOrder:
+        """Apply a lifecycle action with the same rules as the SQL repository."""
+        check_details(action, details)
         current = self.get(order_id)
-        check_start(current.status)
-        started = current.model_copy(
-            update={"status": WorkOrderStatus.IN_PROGRESS, "updated_at": now}
-        )
-        return self.note(started, actor, current.status)
-
-    def resolve(self, order_id: int, actor: str, note: str | None, now: datetime) -> WorkOrder:
-        """Resolve an open order."""
-        current = self.get(order_id)
-        check_resolve(current.status)
-        resolved = current.model_copy(
-            update={
-                "status": WorkOrderStatus.RESOLVED,
-                "updated_at": now,
-                "resolved_at": now,
-                "resolution_note": note,
-            }
-        )
-        return self.note(resolved, actor, current.status, note)
+        target = next_status(current.status, action, current.held_from)
+        update: dict[str, Any] = {
+            "status": target,
+            "updated_at": now,
+            **milestone_fields(current, action, now),
+        }
+        if action is Action.HOLD:
+            update["held_from"] = current.status
+        elif action is Action.RESUME:
+            update["held_from"] = None
+        elif action is Action.RESOLVE:
+            update.update(resolved_at=now, resolution_note=details.note)
+            if details.completion is not None:
+                update["completion"] = details.completion
+        elif action is Action.CLOSE:
+            completion, sign_off = check_closable(
+                current, details, customer=self.customers.get(current.asset_id)
+            )
+            update.update(closed_at=now, completion=completion, sign_off=sign_off)
+        elif action is Action.REOPEN:
+            update.update(resolved_at=None, repeat_count=current.repeat_count + 1)
+        return self.note(current.model_copy(update=update), actor, current.status, details.note)
 
 
 class InMemoryAlertStore:
@@ -348,7 +416,12 @@ class InMemoryAlertStore:
         if self.down:
             raise StoreUnavailableError("database is down")
         orders = self.work_orders
-        saved = (dict(self.states), dict(self.alerts), dict(orders.orders), list(orders.audit))
+        saved = (
+            dict(self.states),
+            dict(self.alerts),
+            dict(orders.orders),
+            {k: list(v) for k, v in orders.audit.items()},
+        )
         opened: list[Alert] = []
         try:
             for outcome in outcomes:
@@ -458,6 +531,9 @@ class InMemoryAlertStore:
                     evidence=[evidence],
                     created_at=now,
                     updated_at=now,
+                    **deadline_fields(
+                        deadlines_for(priority_for(rule.severity), now, default_policy())
+                    ),
                 ),
                 "rules",
                 None,

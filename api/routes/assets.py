@@ -5,12 +5,22 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response
+from pydantic import AwareDatetime
 
 from api.dependencies import Planner, Services, Viewer
 from api.pagination import keyset_page
 from api.problems import problem_responses
-from api.schemas import AssetCreate, AssetListRead, AssetRead, AssetUpdate
+from api.schemas import (
+    AssetCreate,
+    AssetListRead,
+    AssetRead,
+    AssetUpdate,
+    HistoryEntryRead,
+    HistoryListRead,
+)
 from core.assets import ASSET_ID_PATTERN
+from core.errors import ValidationError
+from core.history import HistoryCursor, cursor_of
 
 router = APIRouter(prefix="/assets", tags=["assets"])
 
@@ -52,6 +62,38 @@ def list_assets(
 def get_asset(asset_id: AssetIdPath, services: Services, _caller: Viewer) -> AssetRead:
     """Return one asset."""
     return AssetRead.from_asset(services.assets.get(asset_id))
+
+
+@router.get("/{asset_id}/history", responses=problem_responses(404))
+def asset_history(
+    *,
+    asset_id: AssetIdPath,
+    services: Services,
+    _caller: Viewer,
+    start: Annotated[AwareDatetime | None, Query(description="Inclusive")] = None,
+    end: Annotated[AwareDatetime | None, Query(description="Exclusive")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+    cursor: Annotated[
+        str | None, Query(max_length=128, description="`next_cursor` of the previous page")
+    ] = None,
+) -> HistoryListRead:
+    """Return the asset's work orders, inspections, alerts and part issues, oldest first.
+
+    Every work-order transition is an entry (preventive orders show as inspections), every
+    alert is one at the time it fired.
+    """
+    if start is not None and end is not None and start >= end:
+        raise ValidationError("start must be before end", start=start.isoformat())
+    services.assets.get(asset_id)  # 404 for an unknown asset, not an empty history
+    after = HistoryCursor.decode(cursor) if cursor is not None else None
+    page = services.history.history(
+        asset_id, start_at=start, end_at=end, after=after, limit=limit + 1
+    )
+    items, next_cursor = keyset_page(page, limit, lambda entry: cursor_of(entry).encode())
+    return HistoryListRead(
+        items=[HistoryEntryRead.model_validate(entry.model_dump()) for entry in items],
+        next_cursor=next_cursor,
+    )
 
 
 @router.patch("/{asset_id}", responses=problem_responses(404))

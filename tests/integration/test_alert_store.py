@@ -17,11 +17,11 @@ from sqlalchemy.exc import DBAPIError
 from core.assets import Asset
 from core.clock import FrozenClock
 from core.errors import ConflictError, NotFoundError, ValidationError
+from core.priority import Priority
 from core.telemetry import datetime_to_ms
 from core.workorders import (
     InvalidTransitionError,
     NewWorkOrder,
-    Priority,
     WorkOrderKind,
     WorkOrderStatus,
 )
@@ -35,6 +35,7 @@ from storage.db import create_engine_for, migrate
 from storage.repositories import SqlAssetRepository, SqlRuleRepository
 from storage.tables import alerts, rule_states, work_order_events, work_orders
 from tests.fakes import InMemoryAlertStore, InMemoryWorkOrderRepository
+from tests.support.workorders import REQUEST, resolve, start
 
 T0 = datetime(2026, 11, 22, 7, 0, tzinfo=UTC)
 POLICY = AlertPolicy(flap_window=timedelta(minutes=15), reopen_window=timedelta(days=7))
@@ -305,7 +306,7 @@ def test_a_refire_after_the_order_was_resolved_reopens_it_within_the_window(
     (first,) = store.record([firing(1, T0), clearing(1, T0 + timedelta(hours=1))], T0)
     assert first.work_order_id is not None
     order_id = first.work_order_id
-    orders.resolve(order_id, "tech", "bearing greased", T0 + timedelta(hours=2))
+    resolve(orders, order_id, "tech", "bearing greased", T0 + timedelta(hours=2))
 
     again = T0 + timedelta(days=3)
     (second,) = store.record([firing(2, again)], again)
@@ -317,13 +318,13 @@ def test_a_refire_after_the_order_was_resolved_reopens_it_within_the_window(
     assert reopened.alert_ids == [first.id, second.id]
     assert len(reopened.evidence) == 2
     assert audit(database_engine, order_id)[-2:] == [
-        ("tech", "requested", "resolved"),
+        ("tech", "in_progress", "resolved"),
         ("rules", "resolved", "reopened"),
     ]
     assert predictive(orders) == [order_id]
 
     # Resolved again, and the fault comes back after the window: a new order.
-    orders.resolve(order_id, "tech", None, again + timedelta(hours=1))
+    resolve(orders, order_id, "tech", None, again + timedelta(hours=1))
     store.record([clearing(2, again + timedelta(hours=1))], again)
     much_later = again + timedelta(days=8)
     (third,) = store.record([firing(3, much_later)], much_later)
@@ -338,12 +339,16 @@ def test_a_firing_on_an_asset_under_maintenance_is_suppressed_and_opens_no_order
 ) -> None:
     repair = orders.create(
         NewWorkOrder(
-            kind=WorkOrderKind.CORRECTIVE, priority=Priority.MEDIUM, asset_id=PUMP, title="Leak"
+            kind=WorkOrderKind.CORRECTIVE,
+            priority=Priority.MEDIUM,
+            asset_id=PUMP,
+            title="Leak",
+            request=REQUEST,
         ),
         T0,
         actor="planner",
     )
-    orders.start(repair.id, "tech", T0)
+    start(orders, repair.id, "tech", T0)
 
     (alert,) = store.record([firing(1, T0 + timedelta(minutes=1))], T0 + timedelta(minutes=1))
     assert alert.suppressed
@@ -408,26 +413,27 @@ def test_work_order_create_start_resolve_and_the_illegal_moves(
     assert (order.alert_ids, order.evidence, order.created_at) == ([], [], T0)
     assert orders.get(order.id) == order
 
-    started = orders.start(order.id, "tech", T0 + timedelta(hours=1))
+    started = start(orders, order.id, "tech", T0 + timedelta(hours=1))
     assert (started.status, started.updated_at) == (
         WorkOrderStatus.IN_PROGRESS,
         T0 + timedelta(hours=1),
     )
     with pytest.raises(InvalidTransitionError):
-        orders.start(order.id, "tech", T0 + timedelta(hours=2))
+        start(orders, order.id, "tech", T0 + timedelta(hours=2))
     assert orders.get(order.id) == started
 
-    done = orders.resolve(order.id, "tech", "oil changed", T0 + timedelta(hours=3))
+    done = resolve(orders, order.id, "tech", "oil changed", T0 + timedelta(hours=3))
     assert done.status is WorkOrderStatus.RESOLVED
     assert (done.resolved_at, done.resolution_note) == (T0 + timedelta(hours=3), "oil changed")
     with pytest.raises(InvalidTransitionError):
-        orders.start(order.id, "tech", T0 + timedelta(hours=4))
+        start(orders, order.id, "tech", T0 + timedelta(hours=4))
     with pytest.raises(InvalidTransitionError):
-        orders.resolve(order.id, "tech", None, T0 + timedelta(hours=4))
+        resolve(orders, order.id, "tech", None, T0 + timedelta(hours=4))
     assert orders.get(order.id) == done
     assert audit(database_engine, order.id) == [
         ("planner", None, "requested"),
-        ("tech", "requested", "in_progress"),
+        ("tech", "requested", "accepted"),
+        ("tech", "accepted", "in_progress"),
         ("tech", "in_progress", "resolved"),
     ]
 
@@ -436,9 +442,9 @@ def test_work_order_create_start_resolve_and_the_illegal_moves(
     with pytest.raises(ValidationError):
         orders.create(new.model_copy(update={"asset_id": "nowhere"}), T0)
     with pytest.raises(NotFoundError):
-        orders.start(999, "tech", T0)
+        start(orders, 999, "tech", T0)
     with pytest.raises(NotFoundError):
-        orders.resolve(999, "tech", None, T0)
+        resolve(orders, 999, "tech", None, T0)
     assert [o.id for o in orders.list()] == [order.id]
 
 
@@ -447,9 +453,9 @@ def test_resolving_a_predictive_order_frees_its_open_key(
 ) -> None:
     (alert,) = store.record([firing(1, T0)], T0)
     assert alert.work_order_id is not None
-    orders.start(alert.work_order_id, "tech", T0)
+    start(orders, alert.work_order_id, "tech", T0)
     assert count(database_engine, work_orders, work_orders.c.open_key.is_not(None)) == 1
-    orders.resolve(alert.work_order_id, "tech", None, T0)
+    resolve(orders, alert.work_order_id, "tech", None, T0)
     assert count(database_engine, work_orders, work_orders.c.open_key.is_not(None)) == 0
 
 
@@ -458,16 +464,20 @@ def test_a_stale_transition_loses_to_the_one_that_got_there_first(
 ) -> None:
     order = orders.create(
         NewWorkOrder(
-            kind=WorkOrderKind.CORRECTIVE, priority=Priority.HIGH, asset_id=PUMP, title="x"
+            kind=WorkOrderKind.CORRECTIVE,
+            priority=Priority.HIGH,
+            asset_id=PUMP,
+            title="x",
+            request=REQUEST,
         ),
         T0,
     )
     stale = orders.get(order.id)
-    orders.start(order.id, "first", T0)
+    start(orders, order.id, "first", T0)
     # The second caller read the order before the first one started it.
     monkeypatch.setattr(orders, "get", lambda _order_id: stale)
     with pytest.raises(ConflictError) as lost:
-        orders.start(order.id, "second", T0)
+        start(orders, order.id, "second", T0)
     assert lost.value.code == "conflict"
     monkeypatch.undo()
     assert orders.get(order.id).status is WorkOrderStatus.IN_PROGRESS
@@ -595,11 +605,11 @@ def _scenario(
         if batch is not None:
             reported += store.record(batch, T0 + step * day)
         elif step == 3:
-            repo.resolve(1, "tech", "fixed", T0 + timedelta(hours=1))
+            resolve(repo, 1, "tech", "fixed", T0 + timedelta(hours=1))
         elif step == 6:
             store.acknowledge(2, "tech", "seen", T0 + day)
         else:
-            repo.start(create_repair(), "tech", T0 + 2 * day)
+            start(repo, create_repair(), "tech", T0 + 2 * day)
     store.resolve(2, "tech", None, T0 + 3 * day)
     return reported
 
@@ -614,7 +624,11 @@ def test_the_in_memory_fakes_decide_like_the_sql_store(
         {PUMP: Asset(id=PUMP, name="Feed pump 17", type="pump", site="north")},
     )
     repair = NewWorkOrder(
-        kind=WorkOrderKind.CORRECTIVE, priority=Priority.HIGH, asset_id=PUMP, title="Leak"
+        kind=WorkOrderKind.CORRECTIVE,
+        priority=Priority.HIGH,
+        asset_id=PUMP,
+        title="Leak",
+        request=REQUEST,
     )
     at = T0 + timedelta(days=2)
     reported = _scenario(store, orders, lambda: orders.create(repair, at).id)

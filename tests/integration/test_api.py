@@ -25,6 +25,8 @@ from core.telemetry import (
 )
 from storage.alerting import SqlAlertStore, SqlWorkOrderRepository
 from storage.db import create_engine_for, migrate
+from storage.history import SqlAssetHistory
+from storage.inventory import SqlInventoryRepository
 from storage.repositories import (
     SqlAssetRepository,
     SqlDeadLetterRepository,
@@ -49,6 +51,7 @@ class Api:
     deadletters: SqlDeadLetterRepository
     alerts: SqlAlertStore
     work_orders: SqlWorkOrderRepository
+    inventory: SqlInventoryRepository
     token_repo: SqlTokenRepository
     registry: CollectorRegistry
     readiness: dict[str, Callable[[], bool]]
@@ -68,6 +71,7 @@ def build_api(url: str, routers: Sequence[APIRouter] = ()) -> Iterator[Api]:
     deadletters = SqlDeadLetterRepository(engine)
     alerts = SqlAlertStore(engine, clock)
     work_orders = SqlWorkOrderRepository(engine)
+    inventory = SqlInventoryRepository(engine, clock)
     token_repo = SqlTokenRepository(engine)
     registry = CollectorRegistry()
     readiness: dict[str, Callable[[], bool]] = {}
@@ -79,6 +83,8 @@ def build_api(url: str, routers: Sequence[APIRouter] = ()) -> Iterator[Api]:
         rules=SqlRuleRepository(engine, clock),
         alerts=alerts,
         work_orders=work_orders,
+        history=SqlAssetHistory(engine),
+        inventory=inventory,
         metrics_registry=registry,
         readiness_checks=readiness,
         clock=clock,
@@ -91,6 +97,7 @@ def build_api(url: str, routers: Sequence[APIRouter] = ()) -> Iterator[Api]:
         deadletters=deadletters,
         alerts=alerts,
         work_orders=work_orders,
+        inventory=inventory,
         token_repo=token_repo,
         registry=registry,
         readiness=readiness,

@@ -15,6 +15,7 @@ from rules.engine import KeyedOutcome, StateKey
 from rules.evaluate import RuleFired, RuleState, Status
 from rules.model import Comparison, Rule, Selector, Severity, Threshold
 from tests.integration.test_api import NOW, Api, assert_problem, build_api
+from tests.support.workorders import REQUEST_JSON
 
 RULE = Rule(
     id="bearing-vibration",
@@ -212,6 +213,7 @@ LEAK = {
     "asset_id": "pump-2",
     "title": "Seal leaking",
     "description": "Drips under the pump",
+    "request": REQUEST_JSON,
 }
 
 
@@ -233,6 +235,8 @@ def test_create_read_start_resolve_a_work_order(api: Api) -> None:
     )
 
     api.clock.at = NOW + timedelta(hours=1)
+    assert_problem(post(api, f"/work-orders/{body['id']}/start"), 409, "invalid_transition")
+    assert post(api, f"/work-orders/{body['id']}/accept", role="planner").status_code == 200
     started = post(api, f"/work-orders/{body['id']}/start")
     assert started.status_code == 200, started.text
     assert started.json()["status"] == "in_progress"
@@ -249,17 +253,22 @@ def test_create_read_start_resolve_a_work_order(api: Api) -> None:
         assert_problem(post(api, f"/work-orders/{body['id']}/{action}"), 409, "invalid_transition")
     assert get(api, f"/work-orders/{body['id']}").json() == done
 
-    preventive = post(api, "/work-orders", role="admin", body={**LEAK, "kind": "preventive"})
+    preventive = post(
+        api, "/work-orders", role="admin", body={**LEAK, "kind": "preventive", "request": None}
+    )
     assert preventive.status_code == 201
     assert preventive.json()["description"] == LEAK["description"]
     minimal = {"kind": "corrective", "priority": "low", "asset_id": "pump-1", "title": "Noise"}
-    assert post(api, "/work-orders", role="planner", body=minimal).json()["description"] == ""
+    assert_problem(post(api, "/work-orders", role="planner", body=minimal), 422, "invalid")
+    reported = {**minimal, "request": REQUEST_JSON}
+    assert post(api, "/work-orders", role="planner", body=reported).json()["description"] == ""
 
 
 def test_work_orders_list_newest_first_by_pages_and_filters(api: Api) -> None:
     made = [post(api, "/work-orders", role="planner", body=LEAK).json()["id"] for _ in range(3)]
     alert_id = fire(api, "pump-3")
     predictive = get(api, f"/alerts/{alert_id}").json()["work_order_id"]
+    post(api, f"/work-orders/{made[0]}/accept", role="planner")
     post(api, f"/work-orders/{made[0]}/start")
 
     first = get(api, "/work-orders", limit=3).json()

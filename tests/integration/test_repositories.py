@@ -87,13 +87,21 @@ def test_migrations_run_from_empty_and_are_idempotent(empty_database_url: str) -
             "alerts",
             "work_orders",
             "work_order_events",
+            "sla_escalations",
+            "sla_overrides",
+            "stock_locations",
+            "parts",
+            "stock",
+            "part_reservations",
+            "stock_ledger",
+            "stock_out_events",
             "alembic_version",
         } <= tables
         indexes = {ix["name"] for ix in inspect(engine).get_indexes("assets")}
         assert {"ix_assets_site", "ix_assets_type"} <= indexes
         with engine.connect() as connection:
             versions = connection.exec_driver_sql("SELECT version_num FROM alembic_version").all()
-        assert [v[0] for v in versions] == ["0003"]  # the newest migration
+        assert [v[0] for v in versions] == ["0006"]  # the newest migration
         with engine.connect() as connection:
             drift = compare_metadata(MigrationContext.configure(connection), metadata)
         assert drift == []  # the migrations build exactly what storage.tables declares

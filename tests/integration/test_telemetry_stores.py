@@ -157,9 +157,12 @@ def test_read_many_answers_each_series_like_read_in_request_order(
 
     found = store.read_many(requests, 1000)
 
-    assert found == [store.read(a, m, start, end, 1000) for a, m, start, end in requests]
-    assert found[0] == points((1, 201.0), (2, 202.0))
-    assert found[1] == points((0, -0.0), (1, -1.0), (2, -2.0), (3, -3.0), (4, -4.0))
+    assert found == [
+        [(datetime_to_ms(p.at), p.value) for p in store.read(a, m, start, end, 1000)]
+        for a, m, start, end in requests
+    ]
+    assert found[0] == [(datetime_to_ms(at(1)), 201.0), (datetime_to_ms(at(2)), 202.0)]
+    assert found[1] == [(datetime_to_ms(at(s)), -float(s)) for s in range(5)]
     assert found[-2:] == [[], []]
     assert store.read_many(requests[:2], 0) == [[], []]
     assert store.read_many([], 10) == []
