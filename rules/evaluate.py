@@ -6,22 +6,33 @@ Nothing here reads the clock or does I/O, so replaying history gives the live an
 
 from __future__ import annotations
 
+import math
 from bisect import insort
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from itertools import repeat
-from operator import itemgetter, mul, sub
-from typing import NamedTuple
+from operator import itemgetter, lt, mul, sub
+from typing import Generic, NamedTuple, TypeVar
 
 from core.telemetry import ms_to_datetime
-from rules.model import Band, Comparison, NoData, RateOfChange, Rolling, Rule, Threshold, Trend
+from rules.model import (
+    Band,
+    Comparison,
+    NoData,
+    RateOfChange,
+    Rolling,
+    Rule,
+    Threshold,
+    Trend,
+)
 
 # Rules without a window keep this many recent readings as evidence for the alert.
 EVIDENCE_POINTS = 20
 
 Point = tuple[int, float]
+T = TypeVar("T")
 
 
 class Status(StrEnum):
@@ -125,6 +136,7 @@ class _Timing(NamedTuple):
     hold: int
     quiet: int
     window: int | None
+    calm: Calm
 
 
 # Keyed by id(rule), with the rule kept alongside so the id cannot be reused while cached.
@@ -145,6 +157,7 @@ def _timing(rule: Rule) -> _Timing:
         _ms(rule.hold_for),
         _ms(rule.quiet_period),
         _ms(condition.window) if isinstance(condition, RateOfChange | Rolling | Trend) else None,
+        _calm_test(rule),
     )
     _TIMINGS[id(rule)] = (rule, timing)
     return timing
@@ -176,9 +189,13 @@ def warm(rule: Rule, state: RuleState, points: Sequence[Point]) -> RuleState:
     """
     if not points:
         return state
-    merged = dict(points)
-    merged.update(state.window)  # what the live state already holds wins
-    window = _trimmed(rule, sorted(merged.items()))
+    stamps = list(map(_ts, points))
+    if not state.window and all(map(lt, stamps, stamps[1:])):
+        window = _trimmed(rule, list(points))  # the usual case: a store's series, in order
+    else:
+        merged = dict(points)
+        merged.update(state.window)  # what the live state already holds wins
+        window = _trimmed(rule, sorted(merged.items()))
     newest = max(window[-1][0], state.last_ts_ms or window[-1][0])
     return state._replace(window=window, last_ts_ms=newest)
 
@@ -265,9 +282,11 @@ def _assess(rule: Rule, window: tuple[Point, ...], value: float) -> _Assessment:
 
 def _assess_trend(condition: Trend, window: tuple[Point, ...], value: float) -> _Assessment:
     """Fit a least-squares line; bad when it reaches the threshold within the horizon."""
-    if len(window) < condition.min_points:
-        return _Assessment(False, True, value, condition.threshold)
     origin = window[0][0]
+    if len(window) < condition.min_points or 2 * (window[-1][0] - origin) < _ms(condition.window):
+        # Too little history to extrapolate: a line through a second of noise "predicts"
+        # a crossing half a minute out. The points must span at least half the window.
+        return _Assessment(False, True, value, condition.threshold)
     # Exact integer sums of ms offsets, and float sums, all multiplied in C by map: the fit
     # runs for every reading of a trend rule, over windows of hundreds of points.
     xs = list(map(sub, map(_ts, window), repeat(origin, len(window))))
@@ -323,6 +342,296 @@ def evaluate(
     assessment = _assess(rule, window, value)
     new_state, step_events = _step(rule, state, ts_ms, assessment)
     return new_state, events + step_events
+
+
+class Run(NamedTuple):
+    """Consecutive readings of one series, strictly increasing in time, with their extremes.
+
+    `windows` remembers, per window span, the last window extended by this run: the keys
+    of a series hold equal windows, so they share one copy instead of building their own.
+    """
+
+    points: tuple[Point, ...]
+    low: float
+    high: float
+    windows: dict[int | None, tuple[tuple[Point, ...], tuple[Point, ...]]]
+
+
+def run_of(points: tuple[Point, ...]) -> Run | None:
+    """Return the readings as a Run, or None when they are not strictly increasing in time."""
+    if len(points) == 1:
+        value = points[0][1]
+        return Run(points, value, value, {})
+    stamps = list(map(_ts, points))
+    if not all(map(lt, stamps, stamps[1:])):
+        return None
+    values = [value for _, value in points]
+    return Run(points, min(values), max(values), {})
+
+
+def settle(rule: Rule, state: RuleState, run: Run) -> RuleState | None:
+    """Apply a run of newer readings to a resting state at once, when none can change it.
+
+    The result is what evaluating the readings one by one gives, with no events: the
+    window and the last reading time move, nothing else. None means a reading might
+    matter (or the state is not resting, or the run is not newer than what the state has
+    seen): evaluate the readings one by one then. The tests for "nothing can matter" are
+    exact or err towards None, so this never decides differently from `evaluate`.
+    """
+    if state.status is not Status.INACTIVE and state.status is not Status.RESOLVED:
+        return None
+    last = state.last_ts_ms
+    if last is not None and run.points[0][0] <= last:
+        return None
+    window = _timing(rule).calm(state.window, run)
+    if window is None:
+        return None
+    return RuleState(
+        state.status,
+        run.points[-1][0],
+        state.pending_since_ms,
+        state.firing_since_ms,
+        state.clear_since_ms,
+        state.episode,
+        window,
+    )
+
+
+def extend_window(span: int | None, window: tuple[Point, ...], run: Run) -> tuple[Point, ...]:
+    """Append a run to a window and trim it, as `_with_point` would reading by reading.
+
+    Keys of one series hold equal windows: the first key's result is shared with the rest.
+    """
+    shared = run.windows.get(span)
+    if shared is not None and (shared[0] is window or shared[0] == window):
+        return shared[1]
+    combined = window + run.points
+    if span is None:
+        extended = combined[-EVIDENCE_POINTS:] if len(combined) > EVIDENCE_POINTS else combined
+    else:
+        oldest = run.points[-1][0] - span
+        start = 0
+        while combined[start][0] <= oldest:
+            start += 1
+        extended = combined[start:] if start else combined
+    run.windows[span] = (window, extended)
+    return extended
+
+
+# Given a key's window before a run, return the window after it when no reading of the run
+# can make the condition bad, or None. Every window the run's readings are assessed over
+# lies within the window before plus the run.
+Calm = Callable[[tuple[Point, ...], Run], tuple[Point, ...] | None]
+
+
+def calm_bounds(rule: Rule) -> tuple[float, float] | None:
+    """Return (low, high): a run within them leaves a resting key of the rule as it is.
+
+    None for windowed conditions, whose calm depends on the window as well as the run.
+    """
+    condition = rule.condition
+    if isinstance(condition, Threshold):
+        if condition.comparison is Comparison.ABOVE:
+            return -math.inf, condition.threshold
+        return condition.threshold, math.inf
+    if isinstance(condition, Band):
+        return condition.low, condition.high
+    if isinstance(condition, NoData):
+        return -math.inf, math.inf
+    return None
+
+
+def calm_test(rule: Rule) -> Calm:
+    """Return the rule's test for a run that cannot change a resting state (see `Calm`)."""
+    return _timing(rule).calm
+
+
+def _calm_test(rule: Rule) -> Calm:
+    bounds = calm_bounds(rule)
+    if bounds is not None:
+        low, high = bounds
+        return lambda w, run: (
+            extend_window(None, w, run) if run.low >= low and run.high <= high else None
+        )
+    condition = rule.condition
+    if isinstance(condition, Rolling):
+        rolling = condition
+        return lambda w, run: _rolling_calm(rolling, w, run)
+    if isinstance(condition, RateOfChange):
+        rate, span = condition, _ms(condition.window)
+        return lambda w, run: extend_window(span, w, run) if _rate_calm(rate, w, run) else None
+    if isinstance(condition, Trend):
+        trend = condition
+        return lambda w, run: _trend_calm(trend, w, run)
+    raise TypeError(f"no calm test for a {condition.kind} condition")
+
+
+class _ByWindow(Generic[T]):
+    """Values derived from windows, by window identity, so a key's next run starts from them.
+
+    The window is kept with its value: an id is only unique while its object lives. Taking
+    a value removes it, so only the windows keys hold now stay, up to `bound`.
+    """
+
+    def __init__(self, bound: int = 50_000) -> None:
+        self._items: dict[int, tuple[tuple[Point, ...], T]] = {}
+        self._bound = bound
+
+    def take(self, window: tuple[Point, ...]) -> T | None:
+        item = self._items.pop(id(window), None)
+        return item[1] if item is not None and item[0] is window else None
+
+    def put(self, window: tuple[Point, ...], value: T) -> None:
+        if len(self._items) >= self._bound:
+            self._items.clear()
+        self._items[id(window)] = (window, value)
+
+
+# Bounds on each rolling window's values: after a run, the old bounds widened by the run's.
+# They only widen until an undecided run recomputes them, so "calm" stays a safe answer.
+_EXTREMES = _ByWindow[tuple[float, float]]()
+
+
+def _extremes(window: tuple[Point, ...], run: Run) -> tuple[float, float]:
+    if not window:
+        return run.low, run.high
+    values = [*map(_value, window), run.low, run.high]
+    return min(values), max(values)
+
+
+def _rolling_calm(
+    condition: Rolling, window: tuple[Point, ...], run: Run
+) -> tuple[Point, ...] | None:
+    bounds = _EXTREMES.take(window)
+    if bounds is None:
+        low, high = _extremes(window, run)
+    else:
+        low, high = min(bounds[0], run.low), max(bounds[1], run.high)
+    if not _within(condition, window, run, low, high):
+        if bounds is None:
+            return None
+        low, high = _extremes(window, run)  # the bounds may be stale: points have left
+        if not _within(condition, window, run, low, high):
+            return None
+    extended = extend_window(_ms(condition.window), window, run)
+    _EXTREMES.put(extended, (low, high))
+    return extended
+
+
+def _within(
+    condition: Rolling, window: tuple[Point, ...], run: Run, low: float, high: float
+) -> bool:
+    """Tell whether the aggregate of any window within [low, high] values is clear of bad."""
+    if condition.aggregate == "mean":
+        # A mean lies within its values, give or take the rounding of the sum: keep clear
+        # of the threshold by more than that, and let `evaluate` decide closer calls.
+        slack = (max(abs(low), abs(high)) + 1) * (len(window) + len(run.points)) * 1e-12
+        low, high = low - slack, high + slack
+    if condition.comparison is Comparison.ABOVE:
+        return high <= condition.threshold
+    return low >= condition.threshold
+
+
+def _rate_calm(condition: RateOfChange, window: tuple[Point, ...], run: Run) -> bool:
+    """Compute each reading's rate exactly as `_assess` does; calm when none is bad."""
+    combined = window + run.points
+    span = _ms(condition.window)
+    first = 0
+    for index in range(len(window), len(combined)):
+        last_ts, last = combined[index]
+        while combined[first][0] <= last_ts - span:
+            first += 1
+        first_ts, first_value = combined[first]
+        if last_ts == first_ts:
+            continue
+        rate = (last - first_value) / ((last_ts - first_ts) / 1000)
+        if _past(condition.comparison, rate, condition.threshold):
+            return False
+    return True
+
+
+class _Sums(NamedTuple):
+    """A window's least-squares sums, x in ms from `origin` (exact integers), y as floats."""
+
+    origin: int
+    n: int
+    sx: int
+    sy: float
+    sxx: int
+    sxy: float
+    amplitude: float  # the largest |y| summed since `origin`: scales the rounding error
+
+
+def _sums(window: tuple[Point, ...]) -> _Sums:
+    origin = window[0][0]
+    xs = [ts - origin for ts, _ in window]
+    ys = list(map(_value, window))
+    return _Sums(
+        origin,
+        len(xs),
+        sum(xs),
+        sum(ys),
+        sum(map(mul, xs, xs)),
+        sum(map(mul, xs, ys)),
+        max(map(abs, ys), default=0.0),
+    )
+
+
+# Running sums of trend windows: a key's next run starts from them instead of the window.
+_SUMS = _ByWindow[_Sums]()
+
+
+def _trend_calm(condition: Trend, window: tuple[Point, ...], run: Run) -> tuple[Point, ...] | None:
+    """Fit the line after each reading of the run from running sums; calm when none is bad.
+
+    Running sums round differently from `_assess_trend`'s, so "calm" needs a margin well
+    beyond that rounding; a reading within it is left to `evaluate`.
+    """
+    cached = _SUMS.take(window)
+    span = _ms(condition.window)
+    if not window:
+        sums = _Sums(run.points[0][0], 0, 0, 0.0, 0, 0.0, 0.0)
+    elif cached is None or window[0][0] - cached.origin > span:
+        sums = _sums(window)  # not seen, or turned over since the sums started: sum afresh
+    else:
+        sums = cached
+    origin, n, sx, sy, sxx, sxy, amplitude = sums
+    horizon = _ms(condition.horizon) + 1  # the crossing time is truncated to whole ms
+    above = condition.comparison is Comparison.ABOVE
+    threshold = condition.threshold
+    combined = window + run.points
+    first = 0
+    for index in range(len(window), len(combined)):
+        ts, y = combined[index]
+        x = ts - origin
+        n, sx, sy, sxx, sxy = n + 1, sx + x, sy + y, sxx + x * x, sxy + x * y
+        amplitude = max(amplitude, abs(y))
+        while combined[first][0] <= ts - span:
+            old_x, old_y = combined[first][0] - origin, combined[first][1]
+            n, sx, sy, sxx, sxy = (
+                n - 1,
+                sx - old_x,
+                sy - old_y,
+                sxx - old_x * old_x,
+                sxy - old_x * old_y,
+            )
+            first += 1
+        if n < condition.min_points or 2 * (ts - combined[first][0]) < span:
+            continue
+        spread = n * sxx - sx * sx
+        if spread == 0:
+            continue
+        slope = (n * sxy - sx * sy) / spread
+        now = sy / n + slope * (x - sx / n)
+        ahead = now + slope * horizon
+        slack = 1e-9 * (amplitude + abs(slope) * (horizon + span) + 1)
+        if above and max(now, ahead) >= threshold - slack:
+            return None
+        if not above and min(now, ahead) <= threshold + slack:
+            return None
+    extended = combined[first:] if first else combined
+    _SUMS.put(extended, _Sums(origin, n, sx, sy, sxx, sxy, amplitude))
+    return extended
 
 
 def _step(

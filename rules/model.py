@@ -109,7 +109,11 @@ class Rolling(_Frozen):
 
 
 class Trend(_Frozen):
-    """A least-squares line over `window` crosses `threshold` within `horizon`."""
+    """A least-squares line over `window` crosses `threshold` within `horizon`.
+
+    The line is fitted only once there are `min_points` readings spanning at least half
+    of `window`; before that the condition is not bad.
+    """
 
     kind: Literal["trend"] = "trend"
     comparison: Comparison

@@ -281,11 +281,36 @@ def test_trend_fires_before_the_threshold_is_crossed_with_the_predicted_time() -
     assert fired.predicted_crossing_at is not None
     expected_crossing = at(T0 + 120 * 60 * S)
     assert abs(fired.predicted_crossing_at - expected_crossing) < timedelta(seconds=1)
-    # Fired as soon as the crossing came within the 2 h horizon (window full at 5 points).
-    assert fired.at == at(T0 + 4 * 60 * S)
+    # Fired as soon as the points spanned half the 10-minute window (5 points came earlier).
+    assert fired.at == at(T0 + 5 * 60 * S)
     # A flat signal never fires.
     _, flat = run(r, [(T0 + m * 60 * S, 40.0) for m in range(30)])
     assert flat == []
+
+
+def test_trend_waits_until_its_points_span_half_the_window() -> None:
+    r = rule(
+        {
+            "kind": "trend",
+            "comparison": "above",
+            "threshold": 7.0,
+            "window": "PT6S",
+            "horizon": "PT30S",
+            "min_points": 10,
+        }
+    )
+    # A healthy pump's noise: ten readings in 0.9 s whose line climbs 0.15 mm/s per
+    # second would "reach" 7.0 within the horizon. Not enough history to say so.
+    noise = [2.0, 2.1, 1.95, 2.2, 2.05, 2.3, 2.15, 2.35, 2.25, 2.4]
+    _, early = run(r, [(T0 + i * 100, v) for i, v in enumerate(noise)])
+    assert early == []
+    # A steady climb of 0.5 mm/s: not yet at 2.9 s of history, fired at exactly 3 s.
+    climb = [(T0 + i * 100, 2.0 + 0.05 * i) for i in range(31)]
+    _, before = run(r, climb[:30])
+    assert before == []
+    _, events = run(r, climb)
+    [fired] = [e for e in events if isinstance(e, RuleFired)]
+    assert fired.at == at(T0 + 3000)
 
 
 def test_evidence_carries_the_readings_that_fired() -> None:
