@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI
 
+from api.dependencies import TokenCache
 from api.problems import document_problem_media_type, install_problem_handlers, problem_responses
 from api.routes import (
     alerts,
@@ -16,6 +17,7 @@ from api.routes import (
     health,
     inventory,
     rules,
+    technicians,
     telemetry,
     work_orders,
 )
@@ -44,6 +46,7 @@ def create_app(services: ApiServices, routers: Sequence[APIRouter] = ()) -> Fast
         redoc_url=None,
     )
     app.state.services = services
+    app.state.token_cache = TokenCache(services.token_cache_s)
     install_problem_handlers(app)
 
     api_v1 = APIRouter(prefix=API_PREFIX, responses=problem_responses(401, 403, 422))
@@ -56,6 +59,8 @@ def create_app(services: ApiServices, routers: Sequence[APIRouter] = ()) -> Fast
         work_orders.router,
         work_orders.escalations_router,
         inventory.router,
+        technicians.router,
+        technicians.assignments_router,
         *routers,
     ):
         api_v1.include_router(router)

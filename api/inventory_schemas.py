@@ -167,9 +167,11 @@ class StockLevelRead(BaseModel):
 
 
 class StockListRead(BaseModel):
-    """Stock levels by (sku, location); only where stock ever moved."""
+    """A page of stock levels by (sku, location), only where stock ever moved; pass
+    `next_cursor` as `cursor` for the next page."""
 
     items: list[StockLevelRead]
+    next_cursor: str | None
 
 
 class PartStockRead(BaseModel):
@@ -291,9 +293,10 @@ class ReservationRead(BaseModel):
 
 
 class ReservationListRead(BaseModel):
-    """Reservations, oldest first."""
+    """A page of reservations, oldest first; pass `next_cursor` as `cursor` for newer ones."""
 
     items: list[ReservationRead]
+    next_cursor: str | None
 
 
 # --- shortages ------------------------------------------------------------------------
@@ -320,9 +323,10 @@ class StockOutRead(BaseModel):
 
 
 class StockOutListRead(BaseModel):
-    """Stock-out events, oldest first."""
+    """A page of stock-out events, oldest first; pass `next_cursor` as `cursor` for newer ones."""
 
     items: list[StockOutRead]
+    next_cursor: str | None
 
 
 class ReorderSignalRead(BaseModel):

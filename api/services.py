@@ -11,6 +11,7 @@ from core.auth import TokenAuthenticator
 from core.clock import Clock, SystemClock
 from core.inventory import InventoryRepository
 from core.ports import AssetHistory, AssetRepository, DeadLetterRepository, TelemetryStore
+from core.technicians import TechnicianRepository
 from rules.alerting import AlertPolicy
 from rules.ports import AlertStore, RuleRepository, WorkOrderRepository
 
@@ -28,8 +29,11 @@ class ApiServices:
     work_orders: WorkOrderRepository
     history: AssetHistory
     inventory: InventoryRepository
+    technicians: TechnicianRepository
     metrics_registry: CollectorRegistry
     readiness_checks: dict[str, Callable[[], bool]] = field(default_factory=dict)
     clock: Clock = field(default_factory=SystemClock)
     # The same damping live evaluation uses, so a backtest counts alerts the same way.
     alert_policy: AlertPolicy = field(default_factory=AlertPolicy)
+    # How long a valid token is trusted without asking `tokens` again; 0 asks every time.
+    token_cache_s: float = 5.0

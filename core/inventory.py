@@ -8,15 +8,16 @@ integer thousandths, which compare and add exactly in SQL on every backend.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Protocol
+from typing import Annotated, NamedTuple, Protocol
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, computed_field, model_validator
 
 from core.errors import ConflictError, ValidationError
-from core.workorders import InvalidTransitionError
+from core.workorders import InvalidTransitionError, PartUsed
 
 # Like asset ids: safe in URLs, topics and file names.
 SKU_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
@@ -428,6 +429,65 @@ def reorder_signal(
     )
 
 
+def shortage_note(error: InsufficientStockError) -> str:
+    """Return the audit note of a work order put on hold because a reservation was short."""
+    return (
+        f"waiting for parts: {error.sku} at {error.location} is short "
+        f"(requested {error.requested}, available {error.available}, "
+        f"shortfall {error.shortfall})"
+    )
+
+
+class Settlement(NamedTuple):
+    """What closing a work order does to one reservation it still holds."""
+
+    reservation: Reservation
+    used: Decimal  # issued; 0 releases it, anything between frees the rest
+
+
+def parts_used_totals(
+    parts_used: Sequence[PartUsed], units: Mapping[str, Unit]
+) -> dict[str, Decimal]:
+    """Return the quantity used of each SKU, checking those in `units` against their unit.
+
+    `parts_used` is recorded as floats; each becomes the decimal it prints as (0.1 is
+    0.1), and a quantity a held part cannot be issued in (a fraction of a piece, finer
+    than a thousandth) raises ValidationError. SKUs not in `units` are summed unchecked.
+    """
+    totals: dict[str, Decimal] = {}
+    for index, line in enumerate(parts_used):
+        quantity = Decimal(str(line.quantity))  # finite: the model bounds it
+        unit = units.get(line.sku)
+        if unit is not None:
+            check_quantity(unit, quantity, f"completion.parts_used[{index}].quantity")
+        totals[line.sku] = totals.get(line.sku, _ZERO) + quantity
+    return totals
+
+
+def settle_on_close(
+    held: Sequence[Reservation],
+    used: Mapping[str, Decimal],
+    consumed: Mapping[str, Decimal],
+) -> list[Settlement]:
+    """Return how a closing work order's held reservations are settled, oldest first.
+
+    What the completion says was used of a SKU, less what the order already consumed
+    (reservations issued by hand, unplanned issues, net of returns), is issued from its
+    held reservations of that SKU in order; a reservation with nothing left to cover is
+    released. Use beyond what was held is not issued here: no location is known for it.
+    """
+    remaining = {
+        sku: max(quantity - consumed.get(sku, _ZERO), _ZERO) for sku, quantity in used.items()
+    }
+    settled = []
+    for reservation in sorted(held, key=lambda r: r.id):
+        take = min(remaining.get(reservation.sku, _ZERO), reservation.quantity)
+        if take > 0:
+            remaining[reservation.sku] -= take
+        settled.append(Settlement(reservation=reservation, used=take))
+    return settled
+
+
 class InventoryRepository(Protocol):
     """Parts, stock, the ledger and reservations; every change is one transaction.
 
@@ -470,9 +530,14 @@ class InventoryRepository(Protocol):
         ...
 
     def stock_levels(
-        self, *, sku: str | None = None, location: str | None = None
+        self,
+        *,
+        sku: str | None = None,
+        location: str | None = None,
+        after: tuple[str, str] | None = None,
+        limit: int | None = None,
     ) -> list[StockLevel]:
-        """Return the stock rows that exist, by (sku, location)."""
+        """Return the stock rows that exist, by (sku, location), after `after` (keyset)."""
         ...
 
     def record_movement(self, movement: NewMovement, *, actor: str) -> Movement:
@@ -505,9 +570,10 @@ class InventoryRepository(Protocol):
         work_order_id: int | None = None,
         status: ReservationStatus | None = None,
         sku: str | None = None,
+        after_id: int | None = None,
         limit: int = 100,
     ) -> list[Reservation]:
-        """Return reservations oldest first."""
+        """Return reservations oldest first, after `after_id` (keyset pagination)."""
         ...
 
     def release(self, reservation_id: int, *, actor: str, note: str | None = None) -> Reservation:
@@ -541,9 +607,10 @@ class InventoryRepository(Protocol):
         sku: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
+        after_id: int | None = None,
         limit: int = 1000,
     ) -> list[StockOut]:
-        """Return stock-out events in [since, until), oldest first."""
+        """Return stock-out events in [since, until), oldest first, after `after_id`."""
         ...
 
     def reorder_signals(self) -> list[ReorderSignal]:

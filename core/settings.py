@@ -86,6 +86,9 @@ class ApiSettings(BaseModel):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
+    # Seconds a valid token is trusted without a database lookup; a revoked token keeps
+    # working for up to this long. 0 looks every token up on every request.
+    token_cache_s: float = Field(default=5.0, ge=0, le=300)
 
 
 class IngestSettings(BaseModel):
@@ -149,6 +152,17 @@ class SlaSettings(BaseModel):
     sweep_interval_s: float = Field(default=30.0, gt=0, le=3600)
 
 
+class InventorySettings(BaseModel):
+    """The reservation watch: expiry of unused reservations, and stale ones released."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    expiry_enabled: bool = True
+    # A reservation past its expiry (or held by a cancelled or closed work order) gives
+    # its stock back at most this long later.
+    expiry_sweep_s: float = Field(default=60.0, gt=0, le=3600)
+
+
 class Settings(BaseSettings):
     """Everything pmkeeper can be configured with."""
 
@@ -166,6 +180,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     rules: RulesSettings = RulesSettings()
     sla: SlaSettings = SlaSettings()
+    inventory: InventorySettings = InventorySettings()
 
     @classmethod
     def settings_customise_sources(

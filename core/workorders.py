@@ -246,6 +246,9 @@ class WorkOrder(BaseModel):
     sign_off: SignOff | None = None
     # The status the order had when put on hold, where resuming takes it back.
     held_from: WorkOrderStatus | None = None
+    # The technician who does the work (see core.technicians), and since when.
+    technician_id: str | None = None
+    assigned_at: datetime | None = None
 
 
 class WorkOrderEvent(BaseModel):

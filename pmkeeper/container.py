@@ -27,6 +27,7 @@ from ingest.mqtt import MqttSubscriber
 from ingest.payloads import PayloadDecoder
 from ingest.worker import IngestWorker
 from pmkeeper.embedded_broker import EmbeddedBroker
+from pmkeeper.reservation_watch import ReservationWatch
 from pmkeeper.sla_watch import SlaWatch
 from rules.alerting import AlertPolicy
 from storage.alerting import SqlAlertStore, SqlWorkOrderRepository
@@ -39,6 +40,7 @@ from storage.repositories import (
     SqlRuleRepository,
     SqlTokenRepository,
 )
+from storage.technicians import SqlTechnicianRepository
 from storage.telemetry_influx import InfluxTelemetryStore
 from storage.telemetry_sqlite import SqliteTelemetryStore
 
@@ -78,6 +80,7 @@ class Container:
     rules: SqlRuleRepository
     alerts: SqlAlertStore
     work_orders: SqlWorkOrderRepository
+    inventory: SqlInventoryRepository
     alert_policy: AlertPolicy
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
@@ -91,6 +94,7 @@ class Container:
         policy = AlertPolicy(
             flap_window=settings.rules.flap_window, reopen_window=settings.rules.reopen_window
         )
+        inventory = SqlInventoryRepository(engine, clock)
         return cls(
             settings=settings,
             clock=clock,
@@ -101,7 +105,11 @@ class Container:
             tokens=SqlTokenRepository(engine),
             rules=SqlRuleRepository(engine, clock),
             alerts=SqlAlertStore(engine, clock, policy),
-            work_orders=SqlWorkOrderRepository(engine),
+            # A cancel or close settles the order's part reservations in its own transaction.
+            work_orders=SqlWorkOrderRepository(
+                engine, on_transition=[inventory.settle_reservations]
+            ),
+            inventory=inventory,
             alert_policy=policy,
         )
 
@@ -274,11 +282,13 @@ class ApiRole:
             alerts=container.alerts,
             work_orders=container.work_orders,
             history=SqlAssetHistory(container.engine),
-            inventory=SqlInventoryRepository(container.engine, container.clock),
+            inventory=container.inventory,
+            technicians=SqlTechnicianRepository(container.engine, container.clock),
             alert_policy=container.alert_policy,
             metrics_registry=container.registry,
             readiness_checks=readiness,
             clock=container.clock,
+            token_cache_s=settings.api.token_cache_s,
         )
         config = uvicorn.Config(
             create_app(services),
@@ -300,16 +310,31 @@ class ApiRole:
             if settings.sla.enabled
             else None
         )
+        # Replicas may all sweep reservations too: each close is a guarded update.
+        self.reservation_watch = (
+            ReservationWatch(
+                container.inventory.expire_due,
+                container.inventory.release_for_finished_orders,
+                container.clock,
+                timedelta(seconds=settings.inventory.expiry_sweep_s),
+            )
+            if settings.inventory.expiry_enabled
+            else None
+        )
 
     def start(self) -> None:
-        """Serve HTTP on a background thread, and watch SLA deadlines on another."""
+        """Serve HTTP on a background thread; watch SLA deadlines and reservations on others."""
         self._thread = threading.Thread(target=self.server.run, name="api", daemon=True)
         self._thread.start()
         if self.sla_watch is not None:
             self.sla_watch.start()
+        if self.reservation_watch is not None:
+            self.reservation_watch.start()
 
     def stop(self) -> None:
-        """Ask uvicorn to finish in-flight requests and exit."""
+        """Stop the watches, then ask uvicorn to finish in-flight requests and exit."""
+        if self.reservation_watch is not None:
+            self.reservation_watch.stop()
         if self.sla_watch is not None:
             self.sla_watch.stop()
         self.server.should_exit = True

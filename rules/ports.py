@@ -117,9 +117,11 @@ class WorkOrderRepository(Protocol):
         created_to: datetime | None = None,
         before_id: int | None = None,
         limit: int = 100,
+        technician_id: str | None = None,
     ) -> builtins.list[WorkOrder]:
         """Return work orders newest first, before `before_id` (keyset pagination), created in
-        [created_from, created_to) when given, on the assets of `site` when given."""
+        [created_from, created_to) when given, on the assets of `site` when given, assigned
+        to `technician_id` when given."""
         ...
 
     def escalations(
@@ -153,4 +155,15 @@ class WorkOrderRepository(Protocol):
     ) -> WorkOrder:
         """Apply one lifecycle action (`core.workorders.LIFECYCLE`), audited; nothing changes
         on a refusal (InvalidTransitionError, ClosureRefusedError, ValidationError)."""
+        ...
+
+    def assign(
+        self, order_id: int, technician_id: str, *, actor: str, note: str | None, now: datetime
+    ) -> WorkOrder:
+        """Give an order to a technician (checked by the caller), audited, status unchanged;
+        WorkOrderFinishedError if it is closed or cancelled."""
+        ...
+
+    def unassign(self, order_id: int, *, actor: str, note: str | None, now: datetime) -> WorkOrder:
+        """Take an order off its technician, audited; nothing changes if nobody has it."""
         ...

@@ -8,7 +8,7 @@ import logging
 from collections.abc import Sequence
 from datetime import datetime
 from operator import itemgetter
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine, RowMapping, exists, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -29,6 +29,7 @@ from core.sla import (
     default_policy,
     new_breaches,
 )
+from core.technicians import check_not_finished
 from core.workorders import (
     Action,
     Escalation,
@@ -84,6 +85,27 @@ SYSTEM_ACTOR = "system"
 _RECORD_ATTEMPTS = 3
 _OPEN_ALERT_VALUES = sorted(status.value for status in OPEN_ALERT_STATUSES)
 _PG_UNIQUE_VIOLATION = "23505"
+
+
+class TransitionHook(Protocol):
+    """Work that commits with a work order's move, or not at all (it runs in its transaction).
+
+    The composition root settles part reservations this way: a cancel releases them, a
+    close issues what was used. A hook that raises rolls the move back.
+    """
+
+    def __call__(
+        self,
+        connection: Connection,
+        order: WorkOrder,
+        *,
+        from_status: WorkOrderStatus,
+        actor: str,
+        note: str | None,
+        now: datetime,
+    ) -> None:
+        """Act on `order`, just moved from `from_status`, inside the move's transaction."""
+        ...
 
 
 class _LostRaceError(Exception):
@@ -164,6 +186,11 @@ def _order_from_row(row: RowMapping, alert_ids: builtins.list[int]) -> WorkOrder
 
 def _evidence_json(evidence: Sequence[Evidence]) -> builtins.list[dict[str, Any]]:
     return [item.model_dump(mode="json") for item in evidence]
+
+
+def _with_note(what: str, note: str | None) -> str:
+    """Return an audit note saying what happened, then the caller's note if any."""
+    return f"{what}: {note}" if note else what
 
 
 def _audit(
@@ -671,9 +698,15 @@ class SqlAlertStore:
 class SqlWorkOrderRepository:
     """Work orders and their audit trail in a SQL database."""
 
-    def __init__(self, engine: Engine, sla: SlaPolicy | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        sla: SlaPolicy | None = None,
+        on_transition: Sequence[TransitionHook] = (),
+    ) -> None:
         self._engine = engine
         self._sla = sla or default_policy()
+        self._on_transition = tuple(on_transition)
 
     def create(self, order: NewWorkOrder, now: datetime, actor: str = SYSTEM_ACTOR) -> WorkOrder:
         """Open a corrective or preventive work order by hand; predictive ones come from rules."""
@@ -745,6 +778,7 @@ class SqlWorkOrderRepository:
         created_to: datetime | None = None,
         before_id: int | None = None,
         limit: int = 100,
+        technician_id: str | None = None,
     ) -> builtins.list[WorkOrder]:
         """Return work orders newest first, before `before_id` (keyset pagination)."""
         query = select(work_orders).order_by(work_orders.c.id.desc()).limit(limit)
@@ -766,6 +800,8 @@ class SqlWorkOrderRepository:
             query = query.where(work_orders.c.created_at < created_to)
         if rule_id is not None:
             query = query.where(work_orders.c.rule_id == rule_id)
+        if technician_id is not None:
+            query = query.where(work_orders.c.technician_id == technician_id)
         if before_id is not None:
             query = query.where(work_orders.c.id < before_id)
         with self._engine.connect() as connection:
@@ -844,6 +880,82 @@ class SqlWorkOrderRepository:
         return self._transition(
             current, target, actor=actor, note=details.note, now=now, values=values
         )
+
+    def assign(
+        self, order_id: int, technician_id: str, *, actor: str, note: str | None, now: datetime
+    ) -> WorkOrder:
+        """Give an order to a technician, audited; the status does not change.
+
+        The caller checks the technician (core.technicians.check_assignment). Assigning the
+        technician already assigned changes nothing; a closed or cancelled order is refused.
+        """
+        current = self.get(order_id)
+        check_not_finished(current)
+        if current.technician_id == technician_id:
+            return current
+        was = f" (was {current.technician_id!r})" if current.technician_id else ""
+        return self._reassign(
+            current,
+            technician_id,
+            actor=actor,
+            note=_with_note(f"assigned to technician {technician_id!r}{was}", note),
+            now=now,
+        )
+
+    def unassign(self, order_id: int, *, actor: str, note: str | None, now: datetime) -> WorkOrder:
+        """Take an order off its technician, audited; nothing changes if nobody has it."""
+        current = self.get(order_id)
+        check_not_finished(current)
+        if current.technician_id is None:
+            return current
+        return self._reassign(
+            current,
+            None,
+            actor=actor,
+            note=_with_note(f"unassigned from technician {current.technician_id!r}", note),
+            now=now,
+        )
+
+    def _reassign(
+        self,
+        current: WorkOrder,
+        technician_id: str | None,
+        *,
+        actor: str,
+        note: str,
+        now: datetime,
+    ) -> WorkOrder:
+        # Guarded like _transition: a concurrent close, cancel or reassignment in between
+        # matches no row, and the audit never names the wrong previous technician.
+        with self._engine.begin() as connection:
+            result = connection.execute(
+                update(work_orders)
+                .where(
+                    work_orders.c.id == current.id,
+                    work_orders.c.status == current.status.value,
+                    work_orders.c.technician_id.is_not_distinct_from(current.technician_id),
+                )
+                .values(
+                    technician_id=technician_id,
+                    assigned_at=None if technician_id is None else now,
+                    updated_at=now,
+                )
+            )
+            if result.rowcount == 0:
+                raise ConflictError(
+                    f"work order {current.id} changed while being updated; read it again",
+                    work_order_id=current.id,
+                )
+            _audit(
+                connection,
+                current.id,
+                at=now,
+                actor=actor,
+                from_status=current.status,
+                to_status=current.status,
+                note=note,
+            )
+            return _read_order(connection, current.id)
 
     def sweep_breaches(self, now: datetime, limit: int = 500) -> builtins.list[Escalation]:
         """Flag every SLA target missed by `now`; return the escalations this sweep made.
@@ -974,4 +1086,13 @@ class SqlWorkOrderRepository:
             )
             # A target met late is a breach even if no sweep ran while it was overdue.
             flag_breaches(connection, _read_order(connection, current.id), now)
+            for hook in self._on_transition:
+                hook(
+                    connection,
+                    _read_order(connection, current.id),
+                    from_status=current.status,
+                    actor=actor,
+                    note=note,
+                    now=now,
+                )
             return _read_order(connection, current.id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import URL, ExceptionContext, make_url
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 
 from core.errors import StoreUnavailableError
 
@@ -18,6 +19,11 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 5000
+# PostgreSQL pool: enough for the API's worker threads at the concurrency it is sized for.
+POOL_SIZE = 20
+POOL_OVERFLOW = 20
+# A pooled connection idle longer than this is pinged before it is handed out.
+PING_AFTER_IDLE_S = 5.0
 # Any constant works; it only has to be the same for every pmkeeper process.
 _MIGRATION_LOCK_KEY = 0x706D6B6D6967  # "pmkmig"
 
@@ -36,10 +42,47 @@ def create_engine_for(url: str, **engine_options: Any) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         engine = _sqlite_engine(parsed, **engine_options)
     else:
-        engine_options.setdefault("pool_pre_ping", True)
+        # The API serves each request on one of anyio's 40 worker threads. With SQLAlchemy's
+        # default 5 + 10 connections, a busy API opened a new PostgreSQL connection for about
+        # every third request (a fork on the server) and dropped it again on check-in.
+        engine_options.setdefault("pool_size", POOL_SIZE)
+        engine_options.setdefault("max_overflow", POOL_OVERFLOW)
         engine = create_engine(parsed, **engine_options)
+        _ping_when_idle(engine)
     event.listen(engine, "handle_error", _unavailable_on_connection_errors)
     return engine
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Check a pooled connection with a round trip only when it sat idle a while.
+
+    `pool_pre_ping` pings on every check-out: a second round trip for every query. A
+    connection that was in use a moment ago is as good as the ping would prove; one that
+    sat idle may have been cut by a server restart or a firewall, and is pinged. A dead
+    one raises DisconnectionError, and the pool replaces it before anyone sees it.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_S:
+            return
+        try:
+            _ping(dbapi_connection)
+        except Exception as error:
+            raise DisconnectionError(f"pooled connection is gone: {error}") from error
+
+
+def _ping(dbapi_connection: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("SELECT 1")
+    finally:
+        cursor.close()
 
 
 def _unavailable_on_connection_errors(context: ExceptionContext) -> StoreUnavailableError | None:

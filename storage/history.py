@@ -1,4 +1,4 @@
-"""An asset's history from the work-order audit trail and the alerts, in a SQL database."""
+"""An asset's history from the work-order audit trail, the alerts and the stock ledger."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from typing import Any
 from sqlalchemy import ColumnElement, Engine, and_, or_, select
 
 from core.history import SOURCE_OF, HistoryCursor, HistoryEntry, HistoryKind, cursor_of
+from core.inventory import MovementKind
 from core.workorders import WorkOrderKind
-from storage.tables import alerts, work_order_events, work_orders
+from storage.inventory import from_milli
+from storage.tables import alerts, parts, stock_ledger, work_order_events, work_orders
 
 
 def _after(
@@ -89,6 +91,27 @@ class SqlAssetHistory:
                 moved.order_by(work_order_events.c.at, work_order_events.c.id).limit(limit)
             )
             entries += [_order_entry(row._mapping) for row in event_rows]
+
+            # Parts issued to the asset's work orders: through a reservation or unplanned.
+            issued = (
+                select(stock_ledger, parts.c.unit, parts.c.name.label("part_name"))
+                .join(work_orders, work_orders.c.id == stock_ledger.c.work_order_id)
+                .join(parts, parts.c.sku == stock_ledger.c.sku)
+                .where(
+                    work_orders.c.asset_id == asset_id,
+                    stock_ledger.c.kind == MovementKind.ISSUE.value,
+                    *_window(stock_ledger.c.at, start_at, end_at),
+                )
+            )
+            since = _after(
+                stock_ledger.c.at, stock_ledger.c.id, SOURCE_OF[HistoryKind.PART_ISSUE], after
+            )
+            if since is not None:
+                issued = issued.where(since)
+            issue_rows = connection.execute(
+                issued.order_by(stock_ledger.c.at, stock_ledger.c.id).limit(limit)
+            )
+            entries += [_issue_entry(row._mapping) for row in issue_rows]
         entries.sort(key=cursor_of)
         return entries[:limit]
 
@@ -123,4 +146,20 @@ def _order_entry(row: Any) -> HistoryEntry:
         status=row["to_status"],
         actor=row["actor"],
         note=row["note"],
+    )
+
+
+def _issue_entry(row: Any) -> HistoryEntry:
+    quantity = -from_milli(row["quantity_milli"])
+    return HistoryEntry(
+        at=row["at"],
+        kind=HistoryKind.PART_ISSUE,
+        id=row["id"],
+        summary=(
+            f"{quantity} {row['unit']} of {row['sku']} ({row['part_name']}) issued from "
+            f"{row['location']} to work order {row['work_order_id']}"
+        ),
+        work_order_id=row["work_order_id"],
+        actor=row["actor"],
+        note=row["reason"],
     )

@@ -28,8 +28,10 @@ from sqlalchemy import (
     Connection,
     Engine,
     RowMapping,
+    and_,
     func,
     insert,
+    or_,
     select,
     update,
 )
@@ -54,13 +56,16 @@ from core.inventory import (
     ReservationStatus,
     StockLevel,
     StockOut,
+    Unit,
     check_issuable,
     check_quantity,
     next_reservation_status,
+    parts_used_totals,
     reorder_signal,
     reservation_expiry,
+    settle_on_close,
 )
-from core.workorders import InvalidTransitionError
+from core.workorders import InvalidTransitionError, WorkOrder, WorkOrderStatus
 from storage.alerting import SYSTEM_ACTOR, is_unique_violation
 from storage.repositories import insert_ignoring_duplicates
 from storage.tables import (
@@ -70,6 +75,7 @@ from storage.tables import (
     stock_ledger,
     stock_locations,
     stock_out_events,
+    work_orders,
 )
 
 log = logging.getLogger(__name__)
@@ -310,14 +316,27 @@ class SqlInventoryRepository:
         return _level(row._mapping)
 
     def stock_levels(
-        self, *, sku: str | None = None, location: str | None = None
+        self,
+        *,
+        sku: str | None = None,
+        location: str | None = None,
+        after: tuple[str, str] | None = None,
+        limit: int | None = None,
     ) -> list[StockLevel]:
-        """Return the stock rows that exist, by (sku, location)."""
-        query = select(stock).order_by(stock.c.sku, stock.c.location)
+        """Return the stock rows that exist, by (sku, location), after `after` (keyset)."""
+        query = select(stock).order_by(stock.c.sku, stock.c.location).limit(limit)
         if sku is not None:
             query = query.where(stock.c.sku == sku)
         if location is not None:
             query = query.where(stock.c.location == location)
+        if after is not None:
+            after_sku, after_location = after
+            query = query.where(
+                or_(
+                    stock.c.sku > after_sku,
+                    and_(stock.c.sku == after_sku, stock.c.location > after_location),
+                )
+            )
         with self._engine.connect() as connection:
             return [_level(row._mapping) for row in connection.execute(query)]
 
@@ -481,10 +500,13 @@ class SqlInventoryRepository:
         work_order_id: int | None = None,
         status: ReservationStatus | None = None,
         sku: str | None = None,
+        after_id: int | None = None,
         limit: int = 100,
     ) -> list[Reservation]:
-        """Return reservations oldest first."""
+        """Return reservations oldest first, after `after_id` (keyset pagination)."""
         query = select(part_reservations).order_by(part_reservations.c.id).limit(limit)
+        if after_id is not None:
+            query = query.where(part_reservations.c.id > after_id)
         if work_order_id is not None:
             query = query.where(part_reservations.c.work_order_id == work_order_id)
         if status is not None:
@@ -578,6 +600,131 @@ class SqlInventoryRepository:
             log.info("expired %s reservation(s) due by %s", len(expired), now.isoformat())
         return expired
 
+    def settle_reservations(
+        self,
+        connection: Connection,
+        order: WorkOrder,
+        *,
+        from_status: WorkOrderStatus,
+        actor: str,
+        note: str | None,
+        now: datetime,
+    ) -> None:
+        """Settle the reservations a work order holds as it moves, inside the move's transaction.
+
+        A cancel releases them all; a close issues what the completion's `parts_used`
+        says was used (core.inventory.settle_on_close) and releases the rest. Other moves
+        keep them. Raising (a part used in a quantity its unit refuses) rolls the move back.
+        A `storage.alerting.TransitionHook`.
+        """
+        if order.status not in (WorkOrderStatus.CANCELLED, WorkOrderStatus.CLOSED):
+            return
+        # Locking the held rows first: a concurrent release or issue of one of them either
+        # committed already (the row is not held any more) or waits for this transaction.
+        held = [
+            _reservation(row._mapping)
+            for row in connection.execute(
+                select(part_reservations)
+                .where(
+                    part_reservations.c.work_order_id == order.id,
+                    part_reservations.c.status == ReservationStatus.RESERVED.value,
+                )
+                .order_by(part_reservations.c.id)
+                .with_for_update()
+            )
+        ]
+        if not held:
+            return
+        if order.status is WorkOrderStatus.CANCELLED:
+            why = f"work order {order.id} cancelled" + (f": {note}" if note else "")
+            for current in held:
+                self._close_in(
+                    connection, current, ReservationAction.RELEASE, actor=actor, note=why, now=now
+                )
+            log.info("released %s reservation(s) of cancelled work order %s", len(held), order.id)
+            return
+        skus = sorted({reservation.sku for reservation in held})
+        units = {
+            row.sku: Unit(row.unit)
+            for row in connection.execute(
+                select(parts.c.sku, parts.c.unit).where(parts.c.sku.in_(skus))
+            )
+        }
+        parts_used = order.completion.parts_used if order.completion is not None else []
+        used = parts_used_totals(parts_used, units)
+        consumed = {
+            row.sku: from_milli(-int(row.total))
+            for row in connection.execute(
+                select(stock_ledger.c.sku, func.sum(stock_ledger.c.quantity_milli).label("total"))
+                .where(
+                    stock_ledger.c.work_order_id == order.id,
+                    stock_ledger.c.sku.in_(skus),
+                    stock_ledger.c.kind.in_([MovementKind.ISSUE.value, MovementKind.RETURN.value]),
+                )
+                .group_by(stock_ledger.c.sku)
+            )
+        }
+        for current, take in settle_on_close(held, used, consumed):
+            if take > 0:
+                self._close_in(
+                    connection,
+                    current,
+                    ReservationAction.ISSUE,
+                    actor=actor,
+                    note=f"used by work order {order.id} (closed)",
+                    now=now,
+                    used_milli=to_milli(take),
+                )
+            else:
+                self._close_in(
+                    connection,
+                    current,
+                    ReservationAction.RELEASE,
+                    actor=actor,
+                    note=f"not used by work order {order.id} (closed)",
+                    now=now,
+                )
+
+    def release_for_finished_orders(self, now: datetime) -> list[Reservation]:
+        """Release what cancelled or closed work orders still hold; return those released.
+
+        A cancel or close settles its reservations in its own transaction; this catches
+        one made while the order was being finished (its reserve checked the status just
+        before). Each is released in its own transaction, so re-running is harmless.
+        """
+        finished = [WorkOrderStatus.CANCELLED.value, WorkOrderStatus.CLOSED.value]
+        query = (
+            select(part_reservations, work_orders.c.status.label("order_status"))
+            .join(work_orders, work_orders.c.id == part_reservations.c.work_order_id)
+            .where(
+                part_reservations.c.status == ReservationStatus.RESERVED.value,
+                work_orders.c.status.in_(finished),
+            )
+            .order_by(part_reservations.c.id)
+        )
+        with self._engine.connect() as connection:
+            stale = [
+                (_reservation(row._mapping), str(row.order_status))
+                for row in connection.execute(query)
+            ]
+        released = []
+        for current, order_status in stale:
+            try:
+                released.append(
+                    self._close(
+                        current,
+                        ReservationAction.RELEASE,
+                        actor=SYSTEM_ACTOR,
+                        note=f"work order {current.work_order_id} is {order_status}",
+                        now=now,
+                    )
+                )
+            except InvalidTransitionError:
+                log.info("reservation %s was closed meanwhile; skipping it", current.id)
+        if released:
+            log.info("released %s reservation(s) of finished work orders", len(released))
+        return released
+
     def _close(
         self,
         current: Reservation,
@@ -588,6 +735,31 @@ class SqlInventoryRepository:
         now: datetime,
         used_milli: int | None = None,
     ) -> Reservation:
+        next_reservation_status(current.status, action)  # refuse before opening a transaction
+        return self._write(
+            lambda connection: self._close_in(
+                connection,
+                current,
+                action,
+                actor=actor,
+                note=note,
+                now=now,
+                used_milli=used_milli,
+            )
+        )
+
+    def _close_in(
+        self,
+        connection: Connection,
+        current: Reservation,
+        action: ReservationAction,
+        *,
+        actor: str,
+        note: str | None,
+        now: datetime,
+        used_milli: int | None = None,
+    ) -> Reservation:
+        """Close a held reservation inside the caller's transaction, with its stock change."""
         target = next_reservation_status(current.status, action)
         held = to_milli(current.quantity)
         values: dict[str, Any] = {
@@ -603,56 +775,52 @@ class SqlInventoryRepository:
         if used_milli is not None:
             values["issued_milli"] = used_milli
             stock_values["on_hand_milli"] = stock.c.on_hand_milli - used_milli
-
-        def work(connection: Connection) -> Reservation:
-            # The status guard makes the first of two racing closes the only one: the
-            # second matches no row and changes nothing. Reservation row before stock row,
-            # in every transaction, so PostgreSQL's row locks never wait in a cycle.
-            row = connection.execute(
-                update(part_reservations)
-                .where(
-                    part_reservations.c.id == current.id,
-                    part_reservations.c.status == ReservationStatus.RESERVED.value,
-                )
-                .values(values)
-                .returning(*part_reservations.c)
-            ).first()
-            if row is None:
-                latest = self._read_reservation(connection, current.id)
-                next_reservation_status(latest.status, action)
-                raise AssertionError("unreachable: a held reservation matches the guard")
-            changed = connection.execute(
-                update(stock)
-                .where(
-                    *_stock_key(current.sku, current.location),
-                    stock.c.reserved_milli >= held,
-                    stock.c.on_hand_milli >= (used_milli or 0),
-                )
-                .values(stock_values)
+        # The status guard makes the first of two racing closes the only one: the second
+        # matches no row and changes nothing. Reservation row before stock row, in every
+        # transaction, so PostgreSQL's row locks never wait in a cycle.
+        row = connection.execute(
+            update(part_reservations)
+            .where(
+                part_reservations.c.id == current.id,
+                part_reservations.c.status == ReservationStatus.RESERVED.value,
             )
-            if changed.rowcount != 1:
-                raise ConflictError(
-                    f"stock of {current.sku!r} at {current.location!r} disagrees with its "
-                    "reservations; nothing was changed",
-                    sku=current.sku,
-                    location=current.location,
-                )
-            if used_milli:
-                self._append(
-                    connection,
-                    sku=current.sku,
-                    location=current.location,
-                    kind=MovementKind.ISSUE,
-                    quantity_milli=-used_milli,
-                    reason=note,
-                    work_order_id=current.work_order_id,
-                    reservation_id=current.id,
-                    actor=actor,
-                    at=now,
-                )
-            return _reservation(row._mapping)
-
-        return self._write(work)
+            .values(values)
+            .returning(*part_reservations.c)
+        ).first()
+        if row is None:
+            latest = self._read_reservation(connection, current.id)
+            next_reservation_status(latest.status, action)
+            raise AssertionError("unreachable: a held reservation matches the guard")
+        changed = connection.execute(
+            update(stock)
+            .where(
+                *_stock_key(current.sku, current.location),
+                stock.c.reserved_milli >= held,
+                stock.c.on_hand_milli >= (used_milli or 0),
+            )
+            .values(stock_values)
+        )
+        if changed.rowcount != 1:
+            raise ConflictError(
+                f"stock of {current.sku!r} at {current.location!r} disagrees with its "
+                "reservations; nothing was changed",
+                sku=current.sku,
+                location=current.location,
+            )
+        if used_milli:
+            self._append(
+                connection,
+                sku=current.sku,
+                location=current.location,
+                kind=MovementKind.ISSUE,
+                quantity_milli=-used_milli,
+                reason=note,
+                work_order_id=current.work_order_id,
+                reservation_id=current.id,
+                actor=actor,
+                at=now,
+            )
+        return _reservation(row._mapping)
 
     # --- stock-outs and reorder signals -----------------------------------------------
 
@@ -662,10 +830,13 @@ class SqlInventoryRepository:
         sku: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
+        after_id: int | None = None,
         limit: int = 1000,
     ) -> list[StockOut]:
-        """Return stock-out events in [since, until), oldest first."""
+        """Return stock-out events in [since, until), oldest first, after `after_id` (keyset)."""
         query = select(stock_out_events).order_by(stock_out_events.c.id).limit(limit)
+        if after_id is not None:
+            query = query.where(stock_out_events.c.id > after_id)
         if sku is not None:
             query = query.where(stock_out_events.c.sku == sku)
         if since is not None:

@@ -10,6 +10,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
+    Date,
     DateTime,
     Dialect,
     Float,
@@ -180,6 +181,11 @@ work_orders = Table(
     Column("arrived_at", UtcDateTime()),
     # The SLA targets flagged as breached, as a JSON list; NULL is none yet.
     Column("breaches", JsonDocument),
+    # Who does the work (a technicians.id, no foreign key: like part reservations, separate
+    # aggregates), and since when; NULL while nobody is assigned.
+    Column("technician_id", AssetId),
+    Column("assigned_at", UtcDateTime()),
+    Index("ix_work_orders_technician_id", "technician_id", "id"),
     Index("ix_work_orders_asset_id", "asset_id", "status"),
     Index("ix_work_orders_rule_id", "rule_id", "asset_id"),
 )
@@ -361,4 +367,59 @@ sla_overrides = Table(
     Column("customer", String(200), primary_key=True),
     Column("policy", JsonDocument, nullable=False),
     Column("updated_at", UtcDateTime(), nullable=False),
+)
+
+
+# --- technicians ----------------------------------------------------------------------
+# Sites and skills get tables of their own because lists filter on them (an index on both
+# backends; JSON containment differs between SQLite and PostgreSQL). Weekly hours are a
+# JSON list of {weekday, start, end}: always read and replaced whole with the technician,
+# validated by the domain, and never queried in SQL (availability is zone and DST
+# arithmetic, done in Python).
+
+technicians = Table(
+    "technicians",
+    metadata,
+    Column("id", AssetId, primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("email", String(254)),
+    Column("phone", String(50)),
+    Column("region", String(100)),
+    Column("time_zone", String(64), nullable=False),
+    Column("weekly_hours", JsonDocument, nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+)
+
+technician_sites = Table(
+    "technician_sites",
+    metadata,
+    Column("technician_id", AssetId, ForeignKey("technicians.id"), primary_key=True),
+    Column("site", String(100), primary_key=True),
+    Index("ix_technician_sites_site", "site", "technician_id"),
+)
+
+# certified_until is the last day the certification is valid; NULL: it never expires.
+technician_skills = Table(
+    "technician_skills",
+    metadata,
+    Column("technician_id", AssetId, ForeignKey("technicians.id"), primary_key=True),
+    Column("skill", String(64), primary_key=True),
+    Column("certified_until", Date()),
+    Index("ix_technician_skills_skill", "skill", "technician_id"),
+)
+
+# Absences, added and removed one by one: the technician cannot be booked in [start, end).
+technician_time_off = Table(
+    "technician_time_off",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("technician_id", AssetId, ForeignKey("technicians.id"), nullable=False),
+    Column("start_at", UtcDateTime(), nullable=False),
+    Column("end_at", UtcDateTime(), nullable=False),
+    Column("reason", Text()),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("created_by", String(200), nullable=False),
+    CheckConstraint("end_at > start_at", name="ends_after_start"),
+    Index("ix_technician_time_off_technician_id", "technician_id", "start_at"),
 )

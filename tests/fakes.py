@@ -21,6 +21,7 @@ from core.errors import (
 from core.ports import SeriesRange
 from core.priority import Priority
 from core.sla import SlaPolicy, SlaPolicyOverride, deadlines_for, default_policy
+from core.technicians import check_not_finished
 from core.telemetry import (
     Reading,
     StampedValue,
@@ -63,6 +64,11 @@ from rules.alerting import (
 )
 from rules.engine import KeyedOutcome, StateKey
 from rules.evaluate import RuleFired, RuleResolved, RuleState
+
+
+def _noted(what: str, note: str | None) -> str:
+    """Return an audit note saying what happened, then the caller's note if any."""
+    return f"{what}: {note}" if note else what
 
 
 class InMemoryTelemetryStore:
@@ -335,6 +341,7 @@ class InMemoryWorkOrderRepository:
         created_to: datetime | None = None,
         before_id: int | None = None,
         limit: int = 100,
+        technician_id: str | None = None,
     ) -> builtins.list[WorkOrder]:
         """Return orders newest first."""
         found = [
@@ -349,8 +356,35 @@ class InMemoryWorkOrderRepository:
             and (created_from is None or o.created_at >= created_from)
             and (created_to is None or o.created_at < created_to)
             and (before_id is None or i < before_id)
+            and (technician_id is None or o.technician_id == technician_id)
         ]
         return found[:limit]
+
+    def assign(
+        self, order_id: int, technician_id: str, *, actor: str, note: str | None, now: datetime
+    ) -> WorkOrder:
+        """Give an order to a technician, audited, as the SQL repository does."""
+        current = self.get(order_id)
+        check_not_finished(current)
+        if current.technician_id == technician_id:
+            return current
+        update = {"technician_id": technician_id, "assigned_at": now, "updated_at": now}
+        text = f"assigned to technician {technician_id!r}"
+        return self.note(
+            current.model_copy(update=update), actor, current.status, _noted(text, note)
+        )
+
+    def unassign(self, order_id: int, *, actor: str, note: str | None, now: datetime) -> WorkOrder:
+        """Take an order off its technician, audited, as the SQL repository does."""
+        current = self.get(order_id)
+        check_not_finished(current)
+        if current.technician_id is None:
+            return current
+        update = {"technician_id": None, "assigned_at": None, "updated_at": now}
+        text = f"unassigned from technician {current.technician_id!r}"
+        return self.note(
+            current.model_copy(update=update), actor, current.status, _noted(text, note)
+        )
 
     def transition(
         self,

@@ -80,7 +80,8 @@ def asset_history(
     """Return the asset's work orders, inspections, alerts and part issues, oldest first.
 
     Every work-order transition is an entry (preventive orders show as inspections), every
-    alert is one at the time it fired.
+    alert is one at the time it fired, and every ledger `issue` to one of the asset's work
+    orders is a `part_issue` (at the same instant: alerts, then orders, then parts).
     """
     if start is not None and end is not None and start >= end:
         raise ValidationError("start must be before end", start=start.isoformat())

@@ -50,13 +50,22 @@ from core.inventory import (
     InsufficientStockError,
     MovementKind,
     ReservationStatus,
+    shortage_note,
 )
-from core.workorders import WorkOrderStatus
+from core.workorders import (
+    Action,
+    TransitionDetails,
+    WorkOrder,
+    WorkOrderStatus,
+    allowed_actions,
+)
 
 router = APIRouter(tags=["inventory"])
 
 MAX_PAGE = 500
 MAX_STOCK_OUTS = 1000
+# A stock row's key as a cursor: `/` is in neither a SKU nor a location code.
+STOCK_CURSOR_PATTERN = f"^{SKU_PATTERN[1:-1]}/{LOCATION_PATTERN[1:-1]}$"
 
 SkuPath = Annotated[str, Path(pattern=SKU_PATTERN, description="The part's SKU")]
 LocationPath = Annotated[str, Path(pattern=LOCATION_PATTERN, description="The location's code")]
@@ -86,6 +95,16 @@ _SHORTAGE: dict[int | str, dict[str, Any]] = {
     }
 }
 _NOT_FOUND_OR_SHORT = {**problem_responses(404), **_SHORTAGE}
+_RESERVATION_REFUSALS: dict[int | str, dict[str, Any]] = {
+    **problem_responses(404),
+    409: {
+        "model": ProblemRead,
+        "description": "`insufficient_stock`, with `sku`, `location`, `requested`, `available`, "
+        "`shortfall`, `work_order_id`, the `reorder` suggestion (null if none), "
+        "`work_order_held` (whether this refusal put the order on hold) and "
+        "`work_order_status`; or `conflict` for a closed or cancelled work order",
+    },
+}
 
 
 @contextmanager
@@ -99,8 +118,8 @@ def _shortage_figures() -> Iterator[None]:
         raise
 
 
-def _check_open_work_order(services: ApiServices, work_order_id: int) -> None:
-    """Raise NotFoundError for an unknown work order, ConflictError for a finished one."""
+def _check_open_work_order(services: ApiServices, work_order_id: int) -> WorkOrder:
+    """Return the work order; NotFoundError if unknown, ConflictError if finished."""
     order = services.work_orders.get(work_order_id)
     if order.status in _FINISHED:
         raise ConflictError(
@@ -108,6 +127,34 @@ def _check_open_work_order(services: ApiServices, work_order_id: int) -> None:
             work_order_id=work_order_id,
             work_order_status=order.status.value,
         )
+    return order
+
+
+def _hold_for_shortage(
+    services: ApiServices, order_id: int, shortage: InsufficientStockError, caller: TokenInfo
+) -> dict[str, Any]:
+    """Put a short work order on hold if its status allows; return what to tell the caller.
+
+    The refusal has committed already (a stock-out event, no stock held), so the hold is
+    a second, ordinary transition, audited with the caller as actor: a hold that fails
+    neither undoes nor hides the refusal, and the answer says whether it happened.
+    """
+    order = services.work_orders.get(order_id)  # again: the refusal took time
+    if Action.HOLD not in allowed_actions(order.status):
+        return {"work_order_held": False, "work_order_status": order.status.value}
+    try:
+        held = services.work_orders.transition(
+            order.id,
+            Action.HOLD,
+            TransitionDetails(note=shortage_note(shortage)),
+            actor=caller.name,
+            now=services.clock.now(),
+        )
+    except ConflictError:
+        # It moved meanwhile (another refusal held it first, a start, a cancel).
+        order = services.work_orders.get(order.id)
+        return {"work_order_held": False, "work_order_status": order.status.value}
+    return {"work_order_held": True, "work_order_status": held.status.value}
 
 
 def _check_movement_role(kind: MovementKind, caller: TokenInfo) -> None:
@@ -208,11 +255,32 @@ def get_part_stock(sku: SkuPath, services: Services, _caller: Viewer) -> PartSto
 
 @router.get("/stock")
 def list_stock(
-    services: Services, _caller: Viewer, sku: SkuFilter = None, location: LocationFilter = None
+    *,
+    services: Services,
+    _caller: Viewer,
+    sku: SkuFilter = None,
+    location: LocationFilter = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+    cursor: Annotated[
+        str | None,
+        Query(
+            pattern=STOCK_CURSOR_PATTERN,
+            description="`next_cursor` of the previous page (`sku/location`)",
+        ),
+    ] = None,
 ) -> StockListRead:
-    """List stock levels by (sku, location), optionally of one part or one location."""
-    levels = services.inventory.stock_levels(sku=sku, location=location)
-    return StockListRead(items=[StockLevelRead.from_level(level) for level in levels])
+    """List stock levels by (sku, location), optionally of one part or one location, paged."""
+    after: tuple[str, str] | None = None
+    if cursor is not None:
+        after_sku, after_location = cursor.split("/", 1)
+        after = (after_sku, after_location)
+    levels = services.inventory.stock_levels(
+        sku=sku, location=location, after=after, limit=limit + 1
+    )
+    items, next_cursor = keyset_page(levels, limit, lambda level: f"{level.sku}/{level.location}")
+    return StockListRead(
+        items=[StockLevelRead.from_level(level) for level in items], next_cursor=next_cursor
+    )
 
 
 @router.post("/parts/{sku}/movements", status_code=201, responses=_NOT_FOUND_OR_SHORT)
@@ -279,7 +347,7 @@ def get_ledger_entry(
 # --- reservations ---------------------------------------------------------------------
 
 
-@router.post("/reservations", status_code=201, responses=_NOT_FOUND_OR_SHORT)
+@router.post("/reservations", status_code=201, responses=_RESERVATION_REFUSALS)
 def create_reservation(
     body: ReservationCreate,
     services: Services,
@@ -290,11 +358,18 @@ def create_reservation(
     """Hold stock for a work order, or answer 409 `insufficient_stock` with the figures.
 
     A refusal holds nothing, and is recorded as a stock-out (`GET /stock-outs`); the
-    part then shows in `GET /reorder-signals` if its stock is at the reorder point.
+    part then shows in `GET /reorder-signals` if its stock is at the reorder point. The
+    work order is then put on hold (waiting for parts) when its status allows a hold;
+    `work_order_held` says whether this refusal did. To retry, reserve again once stock
+    has come in: resuming the order reserves nothing by itself.
     """
     _check_open_work_order(services, body.work_order_id)
-    with _shortage_figures():
-        reservation = services.inventory.reserve(body, actor=caller.name)
+    try:
+        with _shortage_figures():
+            reservation = services.inventory.reserve(body, actor=caller.name)
+    except InsufficientStockError as shortage:
+        shortage.extra.update(_hold_for_shortage(services, body.work_order_id, shortage, caller))
+        raise
     response.headers["Location"] = str(
         request.url_for("get_reservation", reservation_id=reservation.id)
     )
@@ -310,12 +385,16 @@ def list_reservations(
     status: ReservationStatus | None = None,
     sku: SkuFilter = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+    cursor: IdCursor = None,
 ) -> ReservationListRead:
-    """List reservations oldest first, optionally of one work order, status or part."""
-    found = services.inventory.reservations(
-        work_order_id=work_order_id, status=status, sku=sku, limit=limit
+    """List reservations oldest first, optionally of one work order, status or part, paged."""
+    page = services.inventory.reservations(
+        work_order_id=work_order_id, status=status, sku=sku, after_id=cursor, limit=limit + 1
     )
-    return ReservationListRead(items=[ReservationRead.from_reservation(r) for r in found])
+    items, next_cursor = keyset_page(page, limit, lambda reservation: str(reservation.id))
+    return ReservationListRead(
+        items=[ReservationRead.from_reservation(r) for r in items], next_cursor=next_cursor
+    )
 
 
 @router.get("/reservations/{reservation_id}", responses=problem_responses(404))
@@ -381,13 +460,19 @@ def list_stock_outs(
     sku: SkuFilter = None,
     since: Annotated[UtcInput | None, Query(description="Inclusive")] = None,
     until: Annotated[UtcInput | None, Query(description="Exclusive")] = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_STOCK_OUTS)] = MAX_STOCK_OUTS,
+    limit: Annotated[int, Query(ge=1, le=MAX_STOCK_OUTS)] = 100,
+    cursor: IdCursor = None,
 ) -> StockOutListRead:
-    """List demands the stock could not meet in [since, until), oldest first: the stock-out
-    events of the stock-out rate KPI."""
+    """List demands the stock could not meet in [since, until), oldest first, a page at a
+    time: the stock-out events of the stock-out rate KPI."""
     if since is not None and until is not None and since >= until:
         raise ValidationError(
             "since must be before until", since=since.isoformat(), until=until.isoformat()
         )
-    events = services.inventory.stock_outs(sku=sku, since=since, until=until, limit=limit)
-    return StockOutListRead(items=[StockOutRead.from_stock_out(event) for event in events])
+    page = services.inventory.stock_outs(
+        sku=sku, since=since, until=until, after_id=cursor, limit=limit + 1
+    )
+    items, next_cursor = keyset_page(page, limit, lambda event: str(event.id))
+    return StockOutListRead(
+        items=[StockOutRead.from_stock_out(event) for event in items], next_cursor=next_cursor
+    )

@@ -16,7 +16,8 @@ from fastapi.testclient import TestClient
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter
 
 from api.app import ApiServices, create_app
-from core.auth import Role
+from api.dependencies import TokenCache
+from core.auth import Role, TokenInfo
 from core.clock import FrozenClock
 from core.deadletters import DeadLetter
 from core.telemetry import (
@@ -33,6 +34,7 @@ from storage.repositories import (
     SqlRuleRepository,
     SqlTokenRepository,
 )
+from storage.technicians import SqlTechnicianRepository
 from tests.fakes import InMemoryTelemetryStore
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -52,6 +54,7 @@ class Api:
     alerts: SqlAlertStore
     work_orders: SqlWorkOrderRepository
     inventory: SqlInventoryRepository
+    technicians: SqlTechnicianRepository
     token_repo: SqlTokenRepository
     registry: CollectorRegistry
     readiness: dict[str, Callable[[], bool]]
@@ -70,8 +73,10 @@ def build_api(url: str, routers: Sequence[APIRouter] = ()) -> Iterator[Api]:
     assets = SqlAssetRepository(engine, clock=clock)
     deadletters = SqlDeadLetterRepository(engine)
     alerts = SqlAlertStore(engine, clock)
-    work_orders = SqlWorkOrderRepository(engine)
     inventory = SqlInventoryRepository(engine, clock)
+    # Wired as the composition root does: a cancel or close settles the order's reservations.
+    work_orders = SqlWorkOrderRepository(engine, on_transition=[inventory.settle_reservations])
+    technicians = SqlTechnicianRepository(engine, clock)
     token_repo = SqlTokenRepository(engine)
     registry = CollectorRegistry()
     readiness: dict[str, Callable[[], bool]] = {}
@@ -85,6 +90,7 @@ def build_api(url: str, routers: Sequence[APIRouter] = ()) -> Iterator[Api]:
         work_orders=work_orders,
         history=SqlAssetHistory(engine),
         inventory=inventory,
+        technicians=technicians,
         metrics_registry=registry,
         readiness_checks=readiness,
         clock=clock,
@@ -98,6 +104,7 @@ def build_api(url: str, routers: Sequence[APIRouter] = ()) -> Iterator[Api]:
         alerts=alerts,
         work_orders=work_orders,
         inventory=inventory,
+        technicians=technicians,
         token_repo=token_repo,
         registry=registry,
         readiness=readiness,
@@ -259,12 +266,39 @@ def test_requests_without_a_valid_token_get_401(
     assert response.headers["www-authenticate"] == challenge
 
 
-def test_a_revoked_token_gets_401(api: Api) -> None:
+def test_a_revoked_token_gets_401_once_the_token_cache_forgets_it(api: Api) -> None:
+    seconds = [0.0]
+    api.client.app.state.token_cache = TokenCache(5.0, now=lambda: seconds[0])  # type: ignore[attr-defined]
+    viewer = api.token_repo.authenticate(api.tokens["viewer"])
+    assert viewer is not None
+    assert api.client.get("/api/v1/assets", headers=api.as_role("viewer")).status_code == 200
+    api.token_repo.revoke(viewer.id, NOW)
+    # Revoked in the store (by `pmkeeper token revoke`, say): trusted for the cache's 5 s.
+    seconds[0] = 4.9
+    assert api.client.get("/api/v1/assets", headers=api.as_role("viewer")).status_code == 200
+    seconds[0] = 5.0
+    assert_problem(api.client.get("/api/v1/assets", headers=api.as_role("viewer")), 401)
+    # Refusals are not cached: the next request asks the store again, and is refused again.
+    assert_problem(api.client.get("/api/v1/assets", headers=api.as_role("viewer")), 401)
+
+
+def test_without_a_token_cache_a_revoked_token_is_refused_at_once(api: Api) -> None:
+    api.client.app.state.token_cache = TokenCache(0.0)  # type: ignore[attr-defined]
     viewer = api.token_repo.authenticate(api.tokens["viewer"])
     assert viewer is not None
     assert api.client.get("/api/v1/assets", headers=api.as_role("viewer")).status_code == 200
     api.token_repo.revoke(viewer.id, NOW)
     assert_problem(api.client.get("/api/v1/assets", headers=api.as_role("viewer")), 401)
+
+
+def test_the_token_cache_stays_bounded() -> None:
+    info = TokenInfo(id=1, name="n", role=Role.VIEWER)
+    cache = TokenCache(60.0, now=lambda: 0.0, max_entries=3)
+    for n in range(3):
+        cache.put(f"t{n}", info)
+    assert cache.get("t2") == info
+    cache.put("t3", info)  # over the bound: the cache starts over
+    assert [cache.get(f"t{n}") for n in range(4)] == [None, None, None, info]
 
 
 @pytest.mark.parametrize("role", ["viewer", "technician"])

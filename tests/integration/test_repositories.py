@@ -6,12 +6,14 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta, timezone
 
+import psycopg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Engine, inspect, select
+from sqlalchemy import Engine, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
+import storage.db
 from core.assets import Asset, Criticality
 from core.auth import Role
 from core.clock import FrozenClock
@@ -95,13 +97,17 @@ def test_migrations_run_from_empty_and_are_idempotent(empty_database_url: str) -
             "part_reservations",
             "stock_ledger",
             "stock_out_events",
+            "technicians",
+            "technician_sites",
+            "technician_skills",
+            "technician_time_off",
             "alembic_version",
         } <= tables
         indexes = {ix["name"] for ix in inspect(engine).get_indexes("assets")}
         assert {"ix_assets_site", "ix_assets_type"} <= indexes
         with engine.connect() as connection:
             versions = connection.exec_driver_sql("SELECT version_num FROM alembic_version").all()
-        assert [v[0] for v in versions] == ["0006"]  # the newest migration
+        assert [v[0] for v in versions] == ["0007"]  # the newest migration
         with engine.connect() as connection:
             drift = compare_metadata(MigrationContext.configure(connection), metadata)
         assert drift == []  # the migrations build exactly what storage.tables declares
@@ -133,6 +139,49 @@ def test_plain_postgresql_urls_use_psycopg_3() -> None:
     engine = create_engine_for("postgresql://postgres@127.0.0.1:1/nowhere")
     try:
         assert engine.dialect.driver == "psycopg"
+    finally:
+        engine.dispose()
+
+
+def test_a_pooled_connection_cut_while_idle_is_replaced_unseen(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server ends an idle pooled connection (a restart, a firewall): nobody notices."""
+    monkeypatch.setattr(storage.db, "PING_AFTER_IDLE_S", 0.0)
+    engine = create_engine_for(postgres_url, pool_size=1, max_overflow=0)
+    try:
+        with engine.connect() as connection:
+            first_pid = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        with psycopg.connect(postgres_url.replace("+psycopg", ""), autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (first_pid,))
+        with engine.connect() as connection:
+            second_pid = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        assert second_pid != first_pid
+    finally:
+        engine.dispose()
+
+
+def test_only_a_connection_that_sat_idle_is_pinged(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pings: list[object] = []
+    ping = storage.db._ping
+
+    def counted(dbapi_connection: object) -> None:
+        pings.append(dbapi_connection)
+        ping(dbapi_connection)
+
+    monkeypatch.setattr(storage.db, "_ping", counted)
+    engine = create_engine_for(postgres_url, pool_size=1, max_overflow=0)
+    try:
+        for _ in range(3):
+            with engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+        assert pings == []  # in steady use: one round trip per query, no ping
+        monkeypatch.setattr(storage.db, "PING_AFTER_IDLE_S", 0.0)
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        assert len(pings) == 1
     finally:
         engine.dispose()
 
