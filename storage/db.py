@@ -11,9 +11,9 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import URL, ExceptionContext, make_url
-from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, DisconnectionError, InterfaceError, OperationalError
 
-from core.errors import StoreUnavailableError
+from core.errors import StoreUnavailableError, ValidationError
 
 log = logging.getLogger(__name__)
 
@@ -85,15 +85,21 @@ def _ping(dbapi_connection: Any) -> None:
         cursor.close()
 
 
-def _unavailable_on_connection_errors(context: ExceptionContext) -> StoreUnavailableError | None:
+def _unavailable_on_connection_errors(
+    context: ExceptionContext,
+) -> StoreUnavailableError | ValidationError | None:
     """Turn a lost or refused connection into StoreUnavailableError, which callers retry.
 
     Ingest retries StoreUnavailableError with backoff and the API answers it with 503;
-    a raw driver error would instead end the ingest writer or answer 500.
+    a raw driver error would instead end the ingest writer or answer 500. Text with a NUL
+    character, which PostgreSQL cannot store (SQLite can), is the caller's mistake: a
+    ValidationError (422), whichever field it came in, and the transaction rolls back.
     """
     error = context.sqlalchemy_exception
     if context.is_disconnect or isinstance(error, OperationalError | InterfaceError):
         return StoreUnavailableError(f"database unavailable: {context.original_exception}")
+    if isinstance(error, DataError) and "NUL" in str(context.original_exception):
+        return ValidationError("text must not contain NUL (U+0000) characters")
     return None
 
 

@@ -775,3 +775,19 @@ def test_dead_letters_refuse_bad_paging(api: Api, params: dict[str, Any], field:
     response = api.client.get("/api/v1/deadletters", params=params, headers=api.as_role("viewer"))
     body = assert_problem(response, 422)
     assert error_locations(body) == [["query", field]]
+
+
+def test_text_with_nul_is_refused_with_422_on_postgresql_and_nothing_is_written(
+    postgres_url: str,
+) -> None:
+    """PostgreSQL cannot store NUL in text; the caller hears why, not a 500."""
+    for api in build_api(postgres_url):
+        body = {"id": "pump-nul", "name": "Pump\x00one", "type": "pump", "site": "north"}
+        response = api.client.post("/api/v1/assets", json=body, headers=api.as_role("planner"))
+        problem = assert_problem(response, 422)
+        assert "NUL" in problem["detail"]
+        assert api.assets.list() == []
+        # The connection it failed on is fine for the next request.
+        body["name"] = "Pump one"
+        ok = api.client.post("/api/v1/assets", json=body, headers=api.as_role("planner"))
+        assert ok.status_code == 201, ok.text
