@@ -251,12 +251,8 @@ def _deadline_values(
     )
 
 
-def flag_breaches(connection: Connection, order: WorkOrder, now: datetime) -> list[Escalation]:
-    """Flag the SLA targets `order` has missed by `now` and not flagged yet; escalate each once.
-
-    The unique (work order, breach) key of `sla_escalations` decides who flags a breach when
-    sweeps race: only the insert that lands escalates it.
-    """
+def _missed_by(order: WorkOrder, now: datetime) -> frozenset[Breach]:
+    """Return the SLA targets `order` has missed by `now`, flagged or not."""
     deadlines = Deadlines(
         response_due=order.response_due_at,
         on_site_due=order.on_site_due_at,
@@ -267,7 +263,16 @@ def flag_breaches(connection: Connection, order: WorkOrder, now: datetime) -> li
         arrived_at=order.arrived_at,
         resolved_at=order.resolved_at,
     )
-    missed = breaches(deadlines, actuals, now)
+    return frozenset(breaches(deadlines, actuals, now))
+
+
+def flag_breaches(connection: Connection, order: WorkOrder, now: datetime) -> list[Escalation]:
+    """Flag the SLA targets `order` has missed by `now` and not flagged yet; escalate each once.
+
+    The unique (work order, breach) key of `sla_escalations` decides who flags a breach when
+    sweeps race: only the insert that lands escalates it.
+    """
+    missed = _missed_by(order, now)
     due_of = {
         Breach.RESPONSE: order.response_due_at,
         Breach.ON_SITE: order.on_site_due_at,
@@ -1084,15 +1089,11 @@ class SqlWorkOrderRepository:
                 to_status=target,
                 note=note,
             )
+            order = _read_order(connection, current.id)
             # A target met late is a breach even if no sweep ran while it was overdue.
-            flag_breaches(connection, _read_order(connection, current.id), now)
+            if new_breaches(_missed_by(order, now), set(order.breaches)):
+                flag_breaches(connection, order, now)
+                order = _read_order(connection, current.id)
             for hook in self._on_transition:
-                hook(
-                    connection,
-                    _read_order(connection, current.id),
-                    from_status=current.status,
-                    actor=actor,
-                    note=note,
-                    now=now,
-                )
-            return _read_order(connection, current.id)
+                hook(connection, order, from_status=current.status, actor=actor, note=note, now=now)
+            return order
