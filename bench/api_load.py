@@ -24,6 +24,12 @@ end, on error or Ctrl-C too.
 4. The paced run again while `pmkeeper ingest` (rules on, the same PostgreSQL database,
    a private mosquitto and influxd) takes a live QoS 1 stream of one reading per message
    at `--ingest-rate` from a raw-socket publisher in a process of its own.
+5. `--configs reserve`: closed loop at `--concurrency`, `POST /api/v1/reservations` of 1 to
+   3 units of one of 40 parts (1,000,000 units received each at one location, so a 409
+   `insufficient_stock` is an error) for one of 1,000 accepted or scheduled work orders,
+   with a technician token (bench/api_reserve.py). Only 201 counts as a success. After
+   each run, per part, the held reservations must add up to `stock.reserved` and the
+   ledger to `stock.on_hand`.
 
 CPU is each process's user + system time over the measured window, in cores; `postgres`
 is every postgres process on the machine (exited backends included, through the
@@ -69,6 +75,8 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from sqlalchemy import URL, Engine, insert, make_url, select, text
 
+from bench import api_reserve
+from bench.api_reserve import Reserver, ReserveTargets
 from bench.broker import BenchBroker
 from bench.histogram import cumulative_buckets, quantile, subtract
 from bench.hotspots import HotspotReport, summarize_raw_profile
@@ -147,10 +155,13 @@ class Config:
 
     rate: float | None  # None: closed loop
     ingest_rate: float = 0.0  # msg/s of the live ingest; 0: no ingest
+    reserve: bool = False  # POST /reservations instead of listing work orders
 
     @property
     def label(self) -> str:
         """Return e.g. 'paced 300 req/s + ingest 6,000 msg/s'."""
+        if self.reserve:
+            return "reserve, closed loop (max)"
         if self.rate is None:
             return "closed loop (max)"
         label = f"paced {self.rate:g} req/s"
@@ -159,6 +170,8 @@ class Config:
     @property
     def slug(self) -> str:
         """Return a short name for directories."""
+        if self.reserve:
+            return "reserve"
         if self.rate is None:
             return "closed"
         return f"paced{self.rate:g}" + (f"-ingest{self.ingest_rate:g}" if self.ingest_rate else "")
@@ -176,6 +189,9 @@ MEASURED_SOURCES = (
     "storage/tables.py",
     "core/workorders.py",
     "pmkeeper/container.py",
+    "api/routes/inventory.py",
+    "api/inventory_schemas.py",
+    "storage/inventory.py",
 )
 
 
@@ -409,8 +425,9 @@ class Seed:
     server_version: str
 
 
-def seed_database(url: str, args: argparse.Namespace) -> tuple[Seed, str]:
-    """Migrate and fill the database; return what it holds and a viewer token."""
+def seed_database(url: str, args: argparse.Namespace) -> tuple[Seed, str, ReserveTargets | None]:
+    """Migrate and fill the database; return what it holds, a viewer token, and what the
+    reservation configuration posts against (None unless it runs)."""
     started = time.perf_counter()
     engine = create_engine_for(url)
     try:
@@ -441,6 +458,9 @@ def seed_database(url: str, args: argparse.Namespace) -> tuple[Seed, str]:
             with engine.begin() as connection:
                 connection.execute(insert(work_orders), rows)
         alert_count = _seed_alerts(engine)
+        targets = None
+        if "reserve" in args.configs:
+            targets = api_reserve.seed_reservations(engine, random.Random(SEED + 1))
         token = SqlTokenRepository(engine).create(
             Role.VIEWER, "bench api_load", dt.datetime.now(dt.UTC)
         )
@@ -467,7 +487,7 @@ def seed_database(url: str, args: argparse.Namespace) -> tuple[Seed, str]:
         database_mib=database_bytes / 2**20,
         server_version=version,
     )
-    return seed, token
+    return seed, token, targets
 
 
 def _seed_alerts(engine: Engine) -> int:
@@ -777,6 +797,42 @@ class LoadPlan:
     page: int
     asset_ids: tuple[str, ...]
     seed: str
+    reserve: ReserveTargets | None = None  # POST reservations, not GET lists
+
+    @property
+    def ok_status(self) -> int:
+        """Return the one status that counts as a success."""
+        return 201 if self.reserve is not None else 200
+
+
+async def _post(
+    client: httpx.AsyncClient, body: Mapping[str, Any]
+) -> tuple[int, bytes, str | None]:
+    """POST one reservation; return (status, body, error name); status 0 on a transport error."""
+    try:
+        response = await client.post(api_reserve.RESERVE_PATH, json=body)
+    except httpx.HTTPError as exc:
+        return 0, b"", type(exc).__name__
+    if response.status_code != 201:
+        return (
+            response.status_code,
+            response.content,
+            api_reserve.error_name(response.status_code, response.content),
+        )
+    return response.status_code, response.content, None
+
+
+class _ReserveActor:
+    """A Reserver behind the interface of a Browser."""
+
+    def __init__(self, reserver: Reserver) -> None:
+        self.reserver = reserver
+
+    def next_request(self) -> tuple[str, dict[str, Any]]:
+        return self.reserver.next_request()
+
+    def answered(self, status: int, body: bytes) -> None:
+        pass
 
 
 async def _request(
@@ -796,10 +852,14 @@ async def run_load(plan: LoadPlan, meter: CpuMeter) -> LoadRecord:
     limits = httpx.Limits(
         max_connections=plan.concurrency, max_keepalive_connections=plan.concurrency
     )
-    browsers = [
+    ok = plan.ok_status
+    browsers: list[Any] = [
         Browser(random.Random(f"{plan.seed}-{w}"), plan.asset_ids, plan.page)
+        if plan.reserve is None
+        else _ReserveActor(Reserver(random.Random(f"{plan.seed}-{w}"), plan.reserve))
         for w in range(plan.concurrency)
     ]
+    send = _request if plan.reserve is None else _post
     loop_start = time.perf_counter() + 0.05
     record.window_start = loop_start + plan.warmup_s
     window_end = record.window_start + plan.duration_s
@@ -821,7 +881,7 @@ async def run_load(plan: LoadPlan, meter: CpuMeter) -> LoadRecord:
         record.done.append(done)
         record.statuses.append(status)
         record.sizes.append(len(body))
-        if status != 200:
+        if status != ok:
             record.errors[error or f"HTTP {status}"] += 1
 
     async def paced(client: httpx.AsyncClient, browser: Browser) -> None:
@@ -845,26 +905,26 @@ async def run_load(plan: LoadPlan, meter: CpuMeter) -> LoadRecord:
                 return
             kind, params = browser.next_request()
             sent = time.perf_counter()
-            answer = await _request(client, params)
+            answer = await send(client, params)
             done = time.perf_counter()
-            if answer[0] == 200:
+            if answer[0] == ok:
                 record.succeeded.append(done)
             if scheduled >= record.window_start:
                 keep(scheduled, sent, done, kind, answer)
-            elif answer[0] != 200:
+            elif answer[0] != ok:
                 record.warmup_errors += 1
             browser.answered(answer[0], answer[1])
 
     async def closed(client: httpx.AsyncClient, browser: Browser) -> None:
         while (sent := time.perf_counter()) < window_end:
             kind, params = browser.next_request()
-            answer = await _request(client, params)
+            answer = await send(client, params)
             done = time.perf_counter()
-            if answer[0] == 200:
+            if answer[0] == ok:
                 record.succeeded.append(done)
             if sent >= record.window_start and done <= window_end:
                 keep(sent, sent, done, kind, answer)
-            elif answer[0] != 200:
+            elif answer[0] != ok:
                 record.warmup_errors += 1
             browser.answered(answer[0], answer[1])
 
@@ -1031,6 +1091,9 @@ class Context:
     token: str
     asset_ids: tuple[str, ...]
     bench: Bench | None  # mosquitto and influxd, for the runs with ingest
+    reserve: ReserveTargets | None = None
+    # Reservations answered 201 over every reserve run so far, warm-ups included.
+    reserved_201: int = 0
 
     def sessions(self) -> int:
         """Return how many connections the bench database has had so far."""
@@ -1072,6 +1135,8 @@ class RunResult:
     # Per second of the window: [requests, p99 ms, max ms], to see stalls.
     per_second: list[list[float]]
     ingest: dict[str, Any] | None = None
+    # Reserve runs: does each part's stock agree with its reservations and its ledger?
+    ledger_check: dict[str, Any] | None = None
 
 
 def _ms(values: Sequence[float], q: float) -> float:
@@ -1085,7 +1150,7 @@ def summarize_record(
     latencies = [d - s for d, s in zip(record.done, record.scheduled, strict=True)]
     service = [d - s for d, s in zip(record.done, record.sent, strict=True)]
     waits = [s - q for s, q in zip(record.sent, record.scheduled, strict=True)]
-    errors = sum(1 for status in record.statuses if status != 200)
+    errors = sum(1 for status in record.statuses if status != plan.ok_status)
     span = record.window_end - record.window_start
     # Answers per second in the window, whenever they were due: an overloaded paced run
     # spends the start of its window on the warm-up's backlog.
@@ -1139,9 +1204,11 @@ def summarize_record(
 
 def _plan(ctx: Context, api: ApiChild, config: Config, run: int) -> LoadPlan:
     args = ctx.args
+    if config.reserve and ctx.reserve is None:
+        raise BenchError("the reservation configuration has no seeded parts")
     return LoadPlan(
         base_url=api.base_url,
-        token=ctx.token,
+        token=ctx.reserve.token if config.reserve and ctx.reserve else ctx.token,
         concurrency=args.concurrency,
         rate=config.rate,
         warmup_s=args.warmup,
@@ -1149,6 +1216,7 @@ def _plan(ctx: Context, api: ApiChild, config: Config, run: int) -> LoadPlan:
         page=args.page,
         asset_ids=ctx.asset_ids,
         seed=f"{SEED}-{config.slug}-{run}",
+        reserve=ctx.reserve if config.reserve else None,
     )
 
 
@@ -1166,7 +1234,21 @@ def api_run(ctx: Context, config: Config, run: int, *, profile: Path | None = No
         if profiler is not None:
             stop_profiler(profiler)
         api.check_alive()
-    return summarize_record(record, config.label, run, plan, None)
+    result = summarize_record(record, config.label, run, plan, None)
+    if plan.reserve is not None:
+        ctx.reserved_201 += len(record.succeeded)
+        engine = create_engine_for(ctx.database_url)
+        try:
+            result.ledger_check = api_reserve.ledger_check(engine, plan.reserve)
+        finally:
+            engine.dispose()
+        result.ledger_check["answered_201_so_far"] = ctx.reserved_201
+        if result.ledger_check["held_reservations"] != ctx.reserved_201:
+            result.ledger_check["agree"] = False
+            result.ledger_check["mismatches"].append(
+                f"{result.ledger_check['held_reservations']} held, {ctx.reserved_201} answered 201"
+            )
+    return result
 
 
 def ingest_run(ctx: Context, config: Config, run: int, *, profile: Path | None = None) -> RunResult:
@@ -1491,7 +1573,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--configs",
         nargs="+",
-        choices=("closed", "paced", "ingest"),
+        choices=("closed", "paced", "ingest", "reserve"),
         default=["closed", "paced", "ingest"],
     )
     parser.add_argument("--pg-dsn", default=DEFAULT_PG_DSN, help="libpq DSN of the server")
@@ -1514,6 +1596,8 @@ def _configs(args: argparse.Namespace) -> list[Config]:
         configs += [Config(rate) for rate in args.rate]
     if "ingest" in args.configs and args.ingest_rate > 0:
         configs += [Config(rate, args.ingest_rate) for rate in args.rate]
+    if "reserve" in args.configs:
+        configs.append(Config(None, reserve=True))
     return configs
 
 
@@ -1542,6 +1626,14 @@ def _print_run(result: RunResult) -> None:
         f"{result.idle_cpu_cores.get('others', 0.0):.2f}){extra}",
         flush=True,
     )
+    if result.ledger_check is not None:
+        print(
+            "  "
+            + api_reserve.describe(
+                result.ledger_check, int(result.ledger_check["answered_201_so_far"])
+            ),
+            flush=True,
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1567,7 +1659,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.keep:
             teardown.callback(shutil.rmtree, root, ignore_errors=True)
         database_url = teardown.enter_context(bench_database(args.pg_dsn))
-        seed, token = seed_database(database_url, args)
+        seed, token, targets = seed_database(database_url, args)
         print(
             f"seeded {seed.work_orders:,} work orders, {seed.alerts:,} alerts, {seed.assets:,} "
             f"assets over {seed.sites} sites, {seed.rules} rules in {seed.seconds:.1f} s "
@@ -1589,6 +1681,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             token=token,
             asset_ids=tuple(fleet_id(i) for i in range(args.assets)),
             bench=bench,
+            reserve=targets,
         )
         for run in range(args.runs):
             # Rotate the order, so a slow drift of the machine does not favour one config.
@@ -1630,6 +1723,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     for line in result["verdict"]:
         print(line)
+    for run_result in results:
+        if run_result.ledger_check is not None:
+            check = run_result.ledger_check
+            print(
+                f"{run_result.config} run {run_result.run}: "
+                + api_reserve.describe(check, int(check["answered_201_so_far"]))
+            )
     for report in hotspots:
         print()
         print(report.render())
