@@ -13,9 +13,11 @@ from api.problems import document_problem_media_type, install_problem_handlers, 
 from api.routes import (
     alerts,
     assets,
+    calendar,
     deadletters,
     health,
     inventory,
+    plans,
     rules,
     technicians,
     telemetry,
@@ -61,6 +63,10 @@ def create_app(services: ApiServices, routers: Sequence[APIRouter] = ()) -> Fast
         inventory.router,
         technicians.router,
         technicians.assignments_router,
+        plans.router,
+        plans.sites_router,
+        calendar.router,
+        calendar.bookings_router,
         *routers,
     ):
         api_v1.include_router(router)

@@ -399,6 +399,12 @@ class WorkOrderRead(BaseModel):
     breached: bool = Field(description="Whether any SLA target was missed")
     technician_id: str | None = Field(default=None, description="Who does the work; null: nobody")
     assigned_at: UtcTime | None = Field(default=None, description="When they were assigned")
+    plan_id: str | None = Field(
+        default=None, description="The maintenance plan that generated it (preventive orders)"
+    )
+    due_at: UtcTime | None = Field(
+        default=None, description="When the plan's occurrence falls due (preventive orders)"
+    )
 
     @classmethod
     def from_work_order(cls, order: WorkOrder) -> WorkOrderRead:

@@ -14,6 +14,7 @@ from core.ports import AssetHistory, AssetRepository, DeadLetterRepository, Tele
 from core.technicians import TechnicianRepository
 from rules.alerting import AlertPolicy
 from rules.ports import AlertStore, RuleRepository, WorkOrderRepository
+from scheduler.ports import BookingStore, PlanRepository
 
 
 @dataclass
@@ -30,6 +31,8 @@ class ApiServices:
     history: AssetHistory
     inventory: InventoryRepository
     technicians: TechnicianRepository
+    plans: PlanRepository
+    bookings: BookingStore
     metrics_registry: CollectorRegistry
     readiness_checks: dict[str, Callable[[], bool]] = field(default_factory=dict)
     clock: Clock = field(default_factory=SystemClock)

@@ -40,5 +40,7 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("amqtt", "transitions", "uvicorn.access"):
+    # APScheduler logs every run of every job at INFO: ten lines a second with the rules
+    # timer. Its warnings (missed runs) and errors still come through.
+    for noisy in ("amqtt", "transitions", "uvicorn.access", "apscheduler"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

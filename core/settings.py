@@ -163,6 +163,21 @@ class InventorySettings(BaseModel):
     expiry_sweep_s: float = Field(default=60.0, gt=0, le=3600)
 
 
+class SchedulerSettings(BaseModel):
+    """The scheduler role: plan generation and the periodic sweeps, run by APScheduler."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    # Plans are looked at this often; what falls due within a plan's lead time is generated.
+    generate_every_s: float = Field(default=60.0, gt=0, le=86_400)
+    # A follower tries to become leader this often; a leader checks its lock as often.
+    elect_every_s: float = Field(default=5.0, gt=0, le=600)
+    # A run this late (the process was busy or paused) still runs; later ones are skipped
+    # and, coalesced, run once.
+    misfire_grace_s: int = Field(default=300, ge=1, le=86_400)
+
+
 class Settings(BaseSettings):
     """Everything pmkeeper can be configured with."""
 
@@ -181,6 +196,7 @@ class Settings(BaseSettings):
     rules: RulesSettings = RulesSettings()
     sla: SlaSettings = SlaSettings()
     inventory: InventorySettings = InventorySettings()
+    scheduler: SchedulerSettings = SchedulerSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -249,6 +249,9 @@ class WorkOrder(BaseModel):
     # The technician who does the work (see core.technicians), and since when.
     technician_id: str | None = None
     assigned_at: datetime | None = None
+    # Preventive orders: the maintenance plan that generated them, and the occurrence's due time.
+    plan_id: str | None = None
+    due_at: datetime | None = None
 
 
 class WorkOrderEvent(BaseModel):

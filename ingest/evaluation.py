@@ -282,7 +282,11 @@ class RuleRunner:
 
 
 class RuleTimer:
-    """The timer thread: tick often, refresh rules and assets now and then."""
+    """The rules timer: tick often, refresh rules and assets now and then.
+
+    `step` is one beat; the composition root has APScheduler call it every `tick_every`.
+    `run` is the same beat on a plain loop, for callers without a scheduler.
+    """
 
     def __init__(
         self, runner: RuleRunner, *, tick_every: timedelta, refresh_every: timedelta
@@ -292,25 +296,34 @@ class RuleTimer:
         self._refresh_s = refresh_every.total_seconds()
         self._stop = threading.Event()
         self._down = False
+        self._next_refresh = time.monotonic() + self._refresh_s
+
+    @property
+    def tick_s(self) -> float:
+        """Return the seconds between ticks."""
+        return self._tick_s
 
     def stop(self) -> None:
         """Ask the loop to return."""
         self._stop.set()
 
     def run(self) -> None:
-        """Tick and refresh until stopped; a failing store is logged once and retried."""
-        next_refresh = time.monotonic() + self._refresh_s
+        """Step until stopped."""
         while not self._stop.wait(self._tick_s):
-            try:
-                if time.monotonic() >= next_refresh:
-                    next_refresh = time.monotonic() + self._refresh_s
-                    self._runner.refresh()
-                self._runner.tick()
-            except Exception as error:  # noqa: BLE001 - the timer must outlive any store outage
-                if not self._down:
-                    log.error("rules timer failed, retrying every tick: %s", error)
-                    self._down = True
-                continue
-            if self._down:
-                log.warning("rules timer recovered")
-                self._down = False
+            self.step()
+
+    def step(self) -> None:
+        """Tick, refreshing first when due; a failing store is logged once and retried."""
+        try:
+            if time.monotonic() >= self._next_refresh:
+                self._next_refresh = time.monotonic() + self._refresh_s
+                self._runner.refresh()
+            self._runner.tick()
+        except Exception as error:  # noqa: BLE001 - the timer must outlive any store outage
+            if not self._down:
+                log.error("rules timer failed, retrying every tick: %s", error)
+                self._down = True
+            return
+        if self._down:
+            log.warning("rules timer recovered")
+            self._down = False

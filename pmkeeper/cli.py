@@ -10,13 +10,19 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
+
+from pydantic import TypeAdapter
+from pydantic import ValidationError as PydanticValidationError
 
 from core.auth import Role
 from core.logging import configure_logging
 from core.settings import Settings, load_settings
-from pmkeeper.container import EMBEDDED_BROKER_FILE, Container, run_roles
+from pmkeeper.container import EMBEDDED_BROKER_FILE, Container, run_roles, scheduler_jobs
+from pmkeeper.projection import render_projection
 from pmkeeper.supervisor import IngestSupervisor
+from scheduler.generation import PlanGenerator
 from simulator.fleet import parse_scenario_assignments
 from simulator.publisher import run_simulation
 
@@ -36,7 +42,48 @@ def _stop_on_signals() -> threading.Event:
 
 
 def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    run_roles(settings, api=True, ingest=True, stop=_stop_on_signals(), embedded_broker=True)
+    run_roles(
+        settings,
+        api=True,
+        ingest=True,
+        scheduler=True,
+        stop=_stop_on_signals(),
+        embedded_broker=True,
+    )
+    return 0
+
+
+def _cmd_scheduler(settings: Settings, args: argparse.Namespace) -> int:
+    if not settings.scheduler.enabled:
+        raise SystemExit("pmkeeper scheduler: PMK_SCHEDULER__ENABLED is false")
+    if args.once:
+        container = Container.build(settings)
+        try:
+            for job in scheduler_jobs(container):
+                log.info("running %s once", job.id)
+                job.run()
+        finally:
+            container.close()
+        return 0
+    run_roles(
+        settings,
+        api=False,
+        ingest=False,
+        scheduler=True,
+        stop=_stop_on_signals(),
+        embedded_broker=False,
+    )
+    return 0
+
+
+def _cmd_plan(settings: Settings, args: argparse.Namespace) -> int:
+    container = Container.build(settings)
+    try:
+        generator = PlanGenerator(container.schedule, read_meters=container.telemetry.read_many)
+        projection = generator.project(container.clock.now(), args.horizon)
+    finally:
+        container.close()
+    print(render_projection(projection, as_json=args.json))
     return 0
 
 
@@ -142,6 +189,24 @@ def _cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if report.messages_failed == 0 else 1
 
 
+def _horizon(text: str) -> timedelta:
+    """Parse a horizon such as 90d, 12w, 36h or an ISO 8601 duration (P90D)."""
+    units = {"d": "days", "w": "weeks", "h": "hours"}
+    value = text.strip().lower()
+    try:
+        if value[-1:] in units:
+            horizon = timedelta(**{units[value[-1]]: int(value[:-1])})
+        else:
+            horizon = TypeAdapter(timedelta).validate_python(text)
+    except (ValueError, PydanticValidationError, OverflowError):
+        raise argparse.ArgumentTypeError(
+            f"not a horizon: {text!r} (use e.g. 90d, 12w, 36h or P90D)"
+        ) from None
+    if not timedelta(0) < horizon <= timedelta(days=3660):
+        raise argparse.ArgumentTypeError(f"horizon must be between 1 hour and 10 years: {text!r}")
+    return horizon
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if not 1 <= value <= 64:
@@ -159,6 +224,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("serve", help="all roles in one process, on embedded defaults")
     commands.add_parser("api", help="the HTTP API only")
+    scheduler = commands.add_parser(
+        "scheduler", help="plan generation and the periodic sweeps (one leader among replicas)"
+    )
+    scheduler.add_argument(
+        "--once",
+        action="store_true",
+        help="run every job once now and exit (no leader election: every job is idempotent)",
+    )
+    plan = commands.add_parser(
+        "plan", help="dry run: the work orders, bookings and parts the plans would produce"
+    )
+    plan.add_argument("--horizon", type=_horizon, default=timedelta(days=90), help="e.g. 90d")
+    plan.add_argument("--json", action="store_true", help="one JSON document")
     ingest = commands.add_parser("ingest", help="MQTT telemetry ingest only (needs PMK_MQTT__URL)")
     ingest.add_argument(
         "--workers",
@@ -202,6 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
 _COMMANDS = {
     "serve": _cmd_serve,
     "api": _cmd_api,
+    "scheduler": _cmd_scheduler,
+    "plan": _cmd_plan,
     "ingest": _cmd_ingest,
     "simulate": _cmd_simulate,
     "token": _cmd_token,

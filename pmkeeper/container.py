@@ -9,9 +9,12 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import uvicorn
+from apscheduler.jobstores.memory import MemoryJobStore
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
 from prometheus_client import CollectorRegistry, start_http_server
 from sqlalchemy import Engine, text
 
@@ -28,12 +31,23 @@ from ingest.payloads import PayloadDecoder
 from ingest.worker import IngestWorker
 from pmkeeper.embedded_broker import EmbeddedBroker
 from pmkeeper.reservation_watch import ReservationWatch
+from pmkeeper.scheduling import (
+    GENERATE_JOB,
+    JOB_TABLE,
+    RESERVATION_JOB,
+    SLA_JOB,
+    Job,
+    SchedulerRole,
+)
 from pmkeeper.sla_watch import SlaWatch
 from rules.alerting import AlertPolicy
+from scheduler.generation import PlanGenerator
 from storage.alerting import SqlAlertStore, SqlWorkOrderRepository
 from storage.db import create_engine_for, migrate
 from storage.history import SqlAssetHistory
 from storage.inventory import SqlInventoryRepository
+from storage.leader import LeaderLock
+from storage.plans import SqlBookingStore, SqlPlanRepository, SqlScheduleStore
 from storage.repositories import (
     SqlAssetRepository,
     SqlDeadLetterRepository,
@@ -47,6 +61,7 @@ from storage.telemetry_sqlite import SqliteTelemetryStore
 log = logging.getLogger(__name__)
 
 EMBEDDED_BROKER_FILE = "embedded-broker.url"
+RULES_TIMER_JOB = "rules-timer"
 
 
 def build_telemetry_store(settings: Settings) -> TelemetryStore:
@@ -81,6 +96,10 @@ class Container:
     alerts: SqlAlertStore
     work_orders: SqlWorkOrderRepository
     inventory: SqlInventoryRepository
+    technicians: SqlTechnicianRepository
+    plans: SqlPlanRepository
+    bookings: SqlBookingStore
+    schedule: SqlScheduleStore
     alert_policy: AlertPolicy
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
@@ -95,6 +114,9 @@ class Container:
             flap_window=settings.rules.flap_window, reopen_window=settings.rules.reopen_window
         )
         inventory = SqlInventoryRepository(engine, clock)
+        technicians = SqlTechnicianRepository(engine, clock)
+        plans = SqlPlanRepository(engine, clock)
+        bookings = SqlBookingStore(engine, plans, technicians, clock)
         return cls(
             settings=settings,
             clock=clock,
@@ -105,11 +127,16 @@ class Container:
             tokens=SqlTokenRepository(engine),
             rules=SqlRuleRepository(engine, clock),
             alerts=SqlAlertStore(engine, clock, policy),
-            # A cancel or close settles the order's part reservations in its own transaction.
+            # A cancel or close settles the order's part reservations, and a cancel its
+            # booking, in the move's own transaction.
             work_orders=SqlWorkOrderRepository(
-                engine, on_transition=[inventory.settle_reservations]
+                engine, on_transition=[inventory.settle_reservations, bookings.settle_booking]
             ),
             inventory=inventory,
+            technicians=technicians,
+            plans=plans,
+            bookings=bookings,
+            schedule=SqlScheduleStore(engine, plans, technicians, inventory),
             alert_policy=policy,
         )
 
@@ -189,6 +216,29 @@ class _DeadLetteredElsewhere:
         return self._letters.count()
 
 
+def rules_timer_scheduler(timer: RuleTimer) -> BackgroundScheduler:
+    """Return APScheduler set to step the rules timer (`for` expiries, no-data checks).
+
+    In the ingest process, with a memory job store: the timer works on the rule states this
+    process holds, so it cannot run anywhere else. A slow step is not piled up behind
+    (one instance, coalesced).
+    """
+    scheduler = BackgroundScheduler(
+        jobstores={"default": MemoryJobStore()},
+        job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30},
+        timezone=UTC,
+    )
+    scheduler.add_job(
+        timer.step,
+        "interval",
+        seconds=timer.tick_s,
+        id=RULES_TIMER_JOB,
+        name=RULES_TIMER_JOB,
+        replace_existing=True,
+    )
+    return scheduler
+
+
 class IngestRole:
     """MQTT subscriber plus writer thread: the `pmkeeper ingest` role."""
 
@@ -235,16 +285,14 @@ class IngestRole:
         self.worker.acknowledge = self.subscriber.acknowledge
         self._stop = threading.Event()
         self._writer: threading.Thread | None = None
-        self._timer_thread: threading.Thread | None = None
+        self._timer_scheduler: BackgroundScheduler | None = None
 
     def start(self) -> None:
         """Load the rules engine, start the writer and timer threads, then connect."""
         if self.rules is not None and self._timer is not None:
             self.rules.start()
-            self._timer_thread = threading.Thread(
-                target=self._timer.run, name="rules-timer", daemon=True
-            )
-            self._timer_thread.start()
+            self._timer_scheduler = rules_timer_scheduler(self._timer)
+            self._timer_scheduler.start()
         self._writer = threading.Thread(target=self.worker.run, name="ingest-writer", daemon=True)
         self._writer.start()
         self.subscriber.start(self._stop)
@@ -262,9 +310,8 @@ class IngestRole:
         self.worker.stop()
         if self._writer is not None:
             self._writer.join(timeout=30)
-        if self._timer is not None and self._timer_thread is not None:
-            self._timer.stop()
-            self._timer_thread.join(timeout=10)
+        if self._timer_scheduler is not None:
+            self._timer_scheduler.shutdown(wait=True)
         self.subscriber.stop()
 
 
@@ -283,7 +330,9 @@ class ApiRole:
             work_orders=container.work_orders,
             history=SqlAssetHistory(container.engine),
             inventory=container.inventory,
-            technicians=SqlTechnicianRepository(container.engine, container.clock),
+            technicians=container.technicians,
+            plans=container.plans,
+            bookings=container.bookings,
             alert_policy=container.alert_policy,
             metrics_registry=container.registry,
             readiness_checks=readiness,
@@ -299,51 +348,67 @@ class ApiRole:
         )
         self.server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
-        # Replicas of the API may all sweep: the escalations table's unique key keeps each
-        # breach flagged once.
-        self.sla_watch = (
-            SlaWatch(
-                container.work_orders.sweep_breaches,
-                container.clock,
-                timedelta(seconds=settings.sla.sweep_interval_s),
-            )
-            if settings.sla.enabled
-            else None
-        )
-        # Replicas may all sweep reservations too: each close is a guarded update.
-        self.reservation_watch = (
-            ReservationWatch(
-                container.inventory.expire_due,
-                container.inventory.release_for_finished_orders,
-                container.clock,
-                timedelta(seconds=settings.inventory.expiry_sweep_s),
-            )
-            if settings.inventory.expiry_enabled
-            else None
-        )
 
     def start(self) -> None:
-        """Serve HTTP on a background thread; watch SLA deadlines and reservations on others."""
+        """Serve HTTP on a background thread."""
         self._thread = threading.Thread(target=self.server.run, name="api", daemon=True)
         self._thread.start()
-        if self.sla_watch is not None:
-            self.sla_watch.start()
-        if self.reservation_watch is not None:
-            self.reservation_watch.start()
 
     def stop(self) -> None:
-        """Stop the watches, then ask uvicorn to finish in-flight requests and exit."""
-        if self.reservation_watch is not None:
-            self.reservation_watch.stop()
-        if self.sla_watch is not None:
-            self.sla_watch.stop()
+        """Ask uvicorn to finish in-flight requests and exit."""
         self.server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout=15)
 
 
+def scheduler_jobs(container: Container) -> list[Job]:
+    """Return the periodic jobs the scheduler role runs: generation and the sweeps."""
+    settings = container.settings
+    clock = container.clock
+    generator = PlanGenerator(container.schedule, read_meters=container.telemetry.read_many)
+    jobs = [
+        Job(GENERATE_JOB, lambda: generator.run(clock.now()), settings.scheduler.generate_every_s)
+    ]
+    if settings.sla.enabled:
+        sla = SlaWatch(
+            container.work_orders.sweep_breaches,
+            clock,
+            timedelta(seconds=settings.sla.sweep_interval_s),
+        )
+        jobs.append(Job(SLA_JOB, sla.sweep_once, settings.sla.sweep_interval_s))
+    if settings.inventory.expiry_enabled:
+        reservations = ReservationWatch(
+            container.inventory.expire_due,
+            container.inventory.release_for_finished_orders,
+            clock,
+            timedelta(seconds=settings.inventory.expiry_sweep_s),
+        )
+        jobs.append(
+            Job(RESERVATION_JOB, reservations.sweep_once, settings.inventory.expiry_sweep_s)
+        )
+    return jobs
+
+
+def build_scheduler_role(container: Container) -> SchedulerRole:
+    """Return the scheduler role: its jobs, its leader lock and its job store."""
+    settings = container.settings
+    return SchedulerRole(
+        jobs=scheduler_jobs(container),
+        leader=LeaderLock(container.engine, settings.data_dir / "scheduler.lock"),
+        job_store=SQLAlchemyJobStore(engine=container.engine, tablename=JOB_TABLE),
+        elect_every_s=settings.scheduler.elect_every_s,
+        misfire_grace_s=settings.scheduler.misfire_grace_s,
+    )
+
+
 def run_roles(
-    settings: Settings, *, api: bool, ingest: bool, stop: threading.Event, embedded_broker: bool
+    settings: Settings,
+    *,
+    api: bool,
+    ingest: bool,
+    stop: threading.Event,
+    embedded_broker: bool,
+    scheduler: bool = False,
 ) -> None:
     """Start the chosen roles, block until `stop` is set, then tear down in reverse order."""
     with contextlib.ExitStack() as teardown:
@@ -369,6 +434,10 @@ def run_roles(
             role.start()
             teardown.callback(role.stop)
             readiness["mqtt"] = role.mqtt_ready
+        if scheduler and settings.scheduler.enabled:
+            scheduler_role = build_scheduler_role(container)
+            scheduler_role.start()
+            teardown.callback(scheduler_role.stop)
         if api:
             api_role = ApiRole(container, readiness)
             api_role.start()
@@ -382,6 +451,6 @@ def run_roles(
         # Everything built so far lives as long as the process: keep the collector from
         # walking it on every full collection (100-170 ms pauses, measured in bench/).
         gc.freeze()
-        log.info("pmkeeper running (api=%s, ingest=%s)", api, ingest)
+        log.info("pmkeeper running (api=%s, ingest=%s, scheduler=%s)", api, ingest, scheduler)
         stop.wait()
         log.info("pmkeeper stopping")

@@ -225,6 +225,11 @@ def _read_order(connection: Connection, order_id: int) -> WorkOrder:
     return _order_from_row(row._mapping, list(alert_ids))
 
 
+def read_order(connection: Connection, order_id: int) -> WorkOrder:
+    """Return a work order inside the caller's transaction; NotFoundError if absent."""
+    return _read_order(connection, order_id)
+
+
 def _read_alert(connection: Connection, alert_id: int) -> Alert:
     row = connection.execute(select(alerts).where(alerts.c.id == alert_id)).first()
     if row is None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -33,6 +33,7 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    tuple_,
     update,
 )
 from sqlalchemy.exc import IntegrityError
@@ -86,6 +87,8 @@ _MILLI = 1000
 # A transaction that lost a lock (SQLite busy past busy_timeout, a PostgreSQL deadlock or
 # serialisation failure) was rolled back whole, so running it again is safe.
 _WRITE_ATTEMPTS = 4
+# Stock keys locked per statement by reserve_lines: well under every driver's parameter cap.
+_KEY_CHUNK = 500
 _RETRY_BASE_S = 0.01
 _TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
 _SQLITE_BUSY, _SQLITE_LOCKED = 5, 6
@@ -198,6 +201,18 @@ class _Shortage:
     requested_milli: int
     available_milli: int  # at the location asked for
     total_available_milli: int  # over every location, for the reorder signal
+
+
+@dataclass(frozen=True)
+class ReservationLine:
+    """One part line a generated work order needs reserved."""
+
+    work_order_id: int
+    sku: str
+    location: str
+    quantity: Decimal
+    expires_at: datetime
+    note: str | None = None
 
 
 class SqlInventoryRepository:
@@ -488,6 +503,82 @@ class SqlInventoryRepository:
         if isinstance(outcome, _Shortage):
             raise self._shortage_error(part, request.location, request.work_order_id, outcome)
         return outcome
+
+    def reserve_lines(
+        self,
+        connection: Connection,
+        lines: Sequence[ReservationLine],
+        *,
+        actor: str,
+        now: datetime,
+    ) -> dict[int, list[str]]:
+        """Reserve many lines inside the caller's transaction; return the short SKUs per order.
+
+        Set-based, for plan generation: each stock row involved is locked once, lines are
+        served in the order given while stock lasts, and a line that cannot be served
+        reserves nothing and records a stock-out event. Lines of unknown parts or of stock
+        never kept at the location count as short.
+        """
+        if not lines:
+            return {}
+        keys = sorted({(line.sku, line.location) for line in lines})
+        available: dict[tuple[str, str], int] = {}
+        for chunk_start in range(0, len(keys), _KEY_CHUNK):
+            chunk = keys[chunk_start : chunk_start + _KEY_CHUNK]
+            rows = connection.execute(
+                select(stock.c.sku, stock.c.location, _available().label("available"))
+                .where(tuple_(stock.c.sku, stock.c.location).in_(chunk))
+                .order_by(stock.c.sku, stock.c.location)
+                .with_for_update()
+            )
+            available.update({(row.sku, row.location): int(row.available) for row in rows})
+        short: dict[int, list[str]] = {}
+        taken: dict[tuple[str, str], int] = {}
+        reservations: list[dict[str, Any]] = []
+        stock_outs: list[dict[str, Any]] = []
+        for line in lines:
+            key = (line.sku, line.location)
+            amount = to_milli(line.quantity)
+            left = available.get(key, 0)
+            if amount <= left:
+                available[key] = left - amount
+                taken[key] = taken.get(key, 0) + amount
+                reservations.append(
+                    {
+                        "work_order_id": line.work_order_id,
+                        "sku": line.sku,
+                        "location": line.location,
+                        "quantity_milli": amount,
+                        "status": ReservationStatus.RESERVED.value,
+                        "expires_at": line.expires_at,
+                        "created_at": now,
+                        "created_by": actor,
+                        "note": line.note,
+                    }
+                )
+                continue
+            short.setdefault(line.work_order_id, []).append(line.sku)
+            stock_outs.append(
+                {
+                    "sku": line.sku,
+                    "location": line.location,
+                    "work_order_id": line.work_order_id,
+                    "requested_milli": amount,
+                    "available_milli": left,
+                    "at": now,
+                }
+            )
+        if reservations:
+            connection.execute(insert(part_reservations), reservations)
+        if stock_outs:
+            connection.execute(insert(stock_out_events), stock_outs)
+        for (sku, location), amount in taken.items():
+            connection.execute(
+                update(stock)
+                .where(*_stock_key(sku, location))
+                .values(reserved_milli=stock.c.reserved_milli + amount, updated_at=now)
+            )
+        return short
 
     def get_reservation(self, reservation_id: int) -> Reservation:
         """Return a reservation; NotFoundError if absent."""

@@ -185,9 +185,13 @@ work_orders = Table(
     # aggregates), and since when; NULL while nobody is assigned.
     Column("technician_id", AssetId),
     Column("assigned_at", UtcDateTime()),
+    # Preventive orders: the plan that generated them and the due time of that occurrence.
+    Column("plan_id", AssetId),
+    Column("due_at", UtcDateTime()),
     Index("ix_work_orders_technician_id", "technician_id", "id"),
     Index("ix_work_orders_asset_id", "asset_id", "status"),
     Index("ix_work_orders_rule_id", "rule_id", "asset_id"),
+    Index("ix_work_orders_plan_id", "plan_id", "asset_id"),
 )
 
 # Every work-order transition: who, when, from, to, why. Append-only.
@@ -422,4 +426,71 @@ technician_time_off = Table(
     Column("created_by", String(200), nullable=False),
     CheckConstraint("end_at > start_at", name="ends_after_start"),
     Index("ix_technician_time_off_technician_id", "technician_id", "start_at"),
+)
+
+
+# A plan's definition is kept whole (scheduler.model.MaintenancePlan); its scope is copied
+# into columns so generation finds the plans of an asset or an asset type by index.
+maintenance_plans = Table(
+    "maintenance_plans",
+    metadata,
+    Column("id", AssetId, primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("asset_id", AssetId, index=True),
+    Column("asset_type", String(100), index=True),
+    Column("definition", JsonDocument, nullable=False),
+    Column("enabled", Boolean(), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+)
+
+# Time zone, holidays and seasons of a site (scheduler.model.SiteCalendar).
+site_calendars = Table(
+    "site_calendars",
+    metadata,
+    Column("site", String(100), primary_key=True),
+    Column("definition", JsonDocument, nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+)
+
+# Every occurrence a plan produced on an asset, generated or missed: the unique keys make
+# generation idempotent however often, and from however many processes, it runs. Fixed
+# series are keyed by due time; cycles (floating, meter) by the baseline they count from,
+# since a meter's projected due time can move between runs.
+plan_occurrences = Table(
+    "plan_occurrences",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("plan_id", AssetId, nullable=False),
+    Column("asset_id", AssetId, nullable=False),
+    Column("due_at", UtcDateTime(), nullable=False),
+    Column("cycle_key", String(40)),
+    Column("trigger", String(16), nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("work_order_id", BigInteger(), index=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+    UniqueConstraint("plan_id", "asset_id", "due_at", name="uq_plan_occurrences_due"),
+    UniqueConstraint("plan_id", "asset_id", "cycle_key", name="uq_plan_occurrences_cycle"),
+)
+
+# One row per booked work order; a reschedule bumps `sequence` (iCalendar SEQUENCE) and a
+# cancellation keeps the row, so calendar feeds can tell subscribers the event is gone.
+# `revision` orders every booking write (each takes the booking lock and the next number),
+# so a generator that built its diary at revision R syncs only what others wrote after R.
+bookings = Table(
+    "bookings",
+    metadata,
+    Column("work_order_id", BigInteger(), primary_key=True, autoincrement=False),
+    Column("technician_id", AssetId, nullable=False),
+    Column("start_at", UtcDateTime(), nullable=False),
+    Column("end_at", UtcDateTime(), nullable=False),
+    Column("late", Boolean(), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("sequence", Integer(), nullable=False),
+    Column("revision", BigInteger(), nullable=False, index=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    CheckConstraint("end_at > start_at", name="ends_after_start"),
+    Index("ix_bookings_technician_id", "technician_id", "start_at"),
+    Index("ix_bookings_start_at", "start_at"),
 )

@@ -28,6 +28,7 @@ from storage.alerting import SqlAlertStore, SqlWorkOrderRepository
 from storage.db import create_engine_for, migrate
 from storage.history import SqlAssetHistory
 from storage.inventory import SqlInventoryRepository
+from storage.plans import SqlBookingStore, SqlPlanRepository
 from storage.repositories import (
     SqlAssetRepository,
     SqlDeadLetterRepository,
@@ -55,6 +56,8 @@ class Api:
     work_orders: SqlWorkOrderRepository
     inventory: SqlInventoryRepository
     technicians: SqlTechnicianRepository
+    plans: SqlPlanRepository
+    bookings: SqlBookingStore
     token_repo: SqlTokenRepository
     registry: CollectorRegistry
     readiness: dict[str, Callable[[], bool]]
@@ -74,9 +77,14 @@ def build_api(url: str, routers: Sequence[APIRouter] = ()) -> Iterator[Api]:
     deadletters = SqlDeadLetterRepository(engine)
     alerts = SqlAlertStore(engine, clock)
     inventory = SqlInventoryRepository(engine, clock)
-    # Wired as the composition root does: a cancel or close settles the order's reservations.
-    work_orders = SqlWorkOrderRepository(engine, on_transition=[inventory.settle_reservations])
     technicians = SqlTechnicianRepository(engine, clock)
+    plans = SqlPlanRepository(engine, clock)
+    bookings = SqlBookingStore(engine, plans, technicians, clock)
+    # Wired as the composition root does: a cancel or close settles the order's
+    # reservations, and a cancel its booking.
+    work_orders = SqlWorkOrderRepository(
+        engine, on_transition=[inventory.settle_reservations, bookings.settle_booking]
+    )
     token_repo = SqlTokenRepository(engine)
     registry = CollectorRegistry()
     readiness: dict[str, Callable[[], bool]] = {}
@@ -91,6 +99,8 @@ def build_api(url: str, routers: Sequence[APIRouter] = ()) -> Iterator[Api]:
         history=SqlAssetHistory(engine),
         inventory=inventory,
         technicians=technicians,
+        plans=plans,
+        bookings=bookings,
         metrics_registry=registry,
         readiness_checks=readiness,
         clock=clock,
@@ -105,6 +115,8 @@ def build_api(url: str, routers: Sequence[APIRouter] = ()) -> Iterator[Api]:
         work_orders=work_orders,
         inventory=inventory,
         technicians=technicians,
+        plans=plans,
+        bookings=bookings,
         token_repo=token_repo,
         registry=registry,
         readiness=readiness,

@@ -107,7 +107,7 @@ def test_migrations_run_from_empty_and_are_idempotent(empty_database_url: str) -
         assert {"ix_assets_site", "ix_assets_type"} <= indexes
         with engine.connect() as connection:
             versions = connection.exec_driver_sql("SELECT version_num FROM alembic_version").all()
-        assert [v[0] for v in versions] == ["0007"]  # the newest migration
+        assert [v[0] for v in versions] == ["0008"]  # the newest migration
         with engine.connect() as connection:
             drift = compare_metadata(MigrationContext.configure(connection), metadata)
         assert drift == []  # the migrations build exactly what storage.tables declares

@@ -32,8 +32,9 @@ from core.workorders import (
     WorkOrderKind,
     WorkOrderStatus,
 )
-from pmkeeper.container import ApiRole, Container
-from pmkeeper.reservation_watch import ReservationWatch
+from pmkeeper.container import Container, scheduler_jobs
+from pmkeeper.reservation_watch import ReservationSweep, ReservationWatch
+from pmkeeper.scheduling import RESERVATION_JOB
 from storage.alerting import SqlWorkOrderRepository
 from storage.inventory import SqlInventoryRepository
 from storage.repositories import SqlAssetRepository
@@ -259,11 +260,12 @@ def test_the_composition_root_wires_the_settlement_and_the_watch(
     )
     container = Container.build(settings, clock=FrozenClock(T0))
     try:
-        role = ApiRole(container, {})
+        jobs = {job.id: job for job in scheduler_jobs(container)}
         if not enabled:
-            assert role.reservation_watch is None
+            assert RESERVATION_JOB not in jobs
             return
-        assert role.reservation_watch is not None
+        job = jobs[RESERVATION_JOB]
+        assert job.every_s == 5
         container.assets.add(Asset(id="pump-1", name="Feed pump 1", type="pump", site="north"))
         container.inventory.add_location(NewLocation(code=STORE, name="Main store"))
         container.inventory.add_part(bearing())
@@ -274,7 +276,8 @@ def test_the_composition_root_wires_the_settlement_and_the_watch(
         assert container.inventory.get_reservation(held.id).status is ReservationStatus.RELEASED
         due = reserve(container.inventory, 1, work_order_id=order_id, expires_at=LATER)
         # The order is cancelled: the sweep releases it (or would expire it once due).
-        swept = role.reservation_watch.sweep_once()
+        swept = job.run()
+        assert isinstance(swept, ReservationSweep)
         assert [r.id for r in [*swept.expired, *swept.released]] == [due.id]
     finally:
         container.close()
