@@ -28,6 +28,7 @@ from scheduler.ports import (
     PlannedOccurrence,
     RecordedOccurrence,
     ScheduleStore,
+    WaitingOrder,
 )
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class GenerationReport:
     unbooked: int = 0
     on_hold: int = 0
     passes: int = 0
+    rebooked: int = 0  # orders generated earlier that found a slot in this run
     recorded: list[RecordedOccurrence] = field(default_factory=list, repr=False)
 
     def add(self, recorded: Sequence[RecordedOccurrence]) -> None:
@@ -123,12 +125,13 @@ class DiaryPlanner:
             else:
                 self.diary.release(change.slot.work_order_id)
 
-    def request(self, planned: PlannedOccurrence, work_order_id: int) -> BookingRequest:
-        """Return the booking request for a generated order."""
-        plan, due_at = planned.plan, planned.occurrence.due_at
+    def request(
+        self, plan: MaintenancePlan, site: str, due_at: datetime, work_order_id: int
+    ) -> BookingRequest:
+        """Return the booking request of an order of `plan` due at `due_at` at `site`."""
         return BookingRequest(
             work_order_id=work_order_id,
-            site=planned.asset.site,
+            site=site,
             duration=plan.estimated_duration,
             skills=tuple(plan.required_skills),
             not_before=max(self._now, due_at - plan.booking_window),
@@ -138,7 +141,18 @@ class DiaryPlanner:
 
     def book(self, planned: PlannedOccurrence, work_order_id: int) -> Proposal | str:
         """Book the earliest feasible slot, or return why there is none."""
-        request = self.request(planned, work_order_id)
+        return self.book_request(
+            self.request(planned.plan, planned.asset.site, planned.occurrence.due_at, work_order_id)
+        )
+
+    def book_waiting(self, waiting: WaitingOrder) -> Proposal | str:
+        """Book a slot for an order generated earlier, or return why there is none yet."""
+        return self.book_request(
+            self.request(waiting.plan, waiting.asset.site, waiting.due_at, waiting.work_order_id)
+        )
+
+    def book_request(self, request: BookingRequest) -> Proposal | str:
+        """Book the earliest feasible slot for `request`, or return why there is none."""
         proposal = self.diary.propose(request)
         if proposal is None:
             return why_unbookable(self.diary, request)
@@ -247,6 +261,8 @@ class PlanGenerator:
         """Record, open, book and reserve everything due within the plans' lead times."""
         report = GenerationReport()
         planner = self._planner(now)
+        # Orders that found nobody before come first: they have waited longest.
+        report.rebooked = len(self._store.book_waiting(planner, now=now))
         while report.passes < MAX_PASSES:
             report.passes += 1
             planned = self.plan(now)
@@ -264,6 +280,8 @@ class PlanGenerator:
             )
             if not walked:
                 break
+        if report.rebooked:
+            log.info("plans: %d waiting orders booked", report.rebooked)
         if report.occurrences:
             log.info(
                 "plans: %d occurrences recorded (%d work orders, %d missed), %d booked "

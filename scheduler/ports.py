@@ -67,6 +67,16 @@ class RecordedOccurrence:
     short_parts: tuple[str, ...]  # SKUs that could not be reserved: the order is on hold
 
 
+@dataclass(frozen=True)
+class WaitingOrder:
+    """A generated order still without a slot (nobody was free or qualified when it was)."""
+
+    work_order_id: int
+    plan: MaintenancePlan
+    asset: AssetRef
+    due_at: datetime
+
+
 class ChunkPlanner(Protocol):
     """Books slots inside the store's transaction, so bookings see each other."""
 
@@ -79,6 +89,10 @@ class ChunkPlanner(Protocol):
 
     def book(self, planned: PlannedOccurrence, work_order_id: int) -> Proposal | str:
         """Book a slot for the new order, or return why none could be found."""
+        ...
+
+    def book_waiting(self, waiting: WaitingOrder) -> Proposal | str:
+        """Book a slot for an order generated earlier, or return why there is none yet."""
         ...
 
 
@@ -107,6 +121,10 @@ class ScheduleStore(Protocol):
 
     def booked_slots(self, start_at: datetime, end_at: datetime) -> tuple[list[BookedSlot], int]:
         """Return active bookings overlapping [start_at, end_at), and the revision they reflect."""
+        ...
+
+    def book_waiting(self, planner: ChunkPlanner, *, now: datetime) -> list[WaitingOrder]:
+        """Book generated orders that are still waiting for a slot; return those booked."""
         ...
 
     def record(

@@ -46,6 +46,7 @@ from scheduler.ports import (
     Outcome,
     PlannedOccurrence,
     RecordedOccurrence,
+    WaitingOrder,
 )
 from storage.alerting import is_unique_violation, read_order
 from storage.inventory import ReservationLine, SqlInventoryRepository, from_milli
@@ -71,6 +72,8 @@ CANCELLED = "cancelled"
 RESERVATION_GRACE = timedelta(days=7)
 _FINISHED = (WorkOrderStatus.CLOSED.value, WorkOrderStatus.CANCELLED.value)
 _TECHNICIAN_PAGE = 500
+# Waiting orders looked at per run, oldest due first; the rest wait for the next run.
+_WAITING_LIMIT = 5_000
 
 
 def _plan_values(plan: NewMaintenancePlan) -> dict[str, Any]:
@@ -410,6 +413,129 @@ class SqlScheduleStore:
                 bookings.c.end_at > start_at,
             )
         return slots, revision
+
+    def book_waiting(self, planner: ChunkPlanner, *, now: datetime) -> builtins.list[WaitingOrder]:
+        """Book generated orders still accepted without a slot; return those booked.
+
+        Such an order found nobody qualified or free when it was generated; a technician
+        hired, certified or back from time off since may take it now. Booked, it becomes
+        scheduled and assigned, audited like a generated booking.
+        """
+        with self._engine.begin() as connection:
+            lock_bookings(connection)
+            waiting = self._waiting(connection)
+            if not waiting:
+                return []
+            changed = _changed_after(connection, planner.revision)
+            planner.sync([BookingChange(slot=slot, active=active) for slot, active, _ in changed])
+            planner.revision = max([planner.revision, *(revision for _, _, revision in changed)])
+            booked = [
+                (order, decision)
+                for order in waiting
+                if isinstance(decision := planner.book_waiting(order), Proposal)
+            ]
+            if not booked:
+                return []
+            revision = next_revision(connection)
+            connection.execute(
+                insert(bookings),
+                [
+                    {
+                        "work_order_id": order.work_order_id,
+                        "technician_id": proposal.technician_id,
+                        "start_at": proposal.start_at,
+                        "end_at": proposal.end_at,
+                        "late": proposal.late,
+                        "status": BOOKED,
+                        "sequence": 0,
+                        "revision": revision,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                    for order, proposal in booked
+                ],
+            )
+            planner.revision = revision
+            for order, proposal in booked:
+                connection.execute(
+                    update(work_orders)
+                    .where(
+                        work_orders.c.id == order.work_order_id,
+                        work_orders.c.status == WorkOrderStatus.ACCEPTED.value,
+                    )
+                    .values(
+                        status=WorkOrderStatus.SCHEDULED.value,
+                        technician_id=proposal.technician_id,
+                        assigned_at=now,
+                        updated_at=now,
+                    )
+                )
+            connection.execute(
+                insert(work_order_events),
+                [
+                    {
+                        "work_order_id": order.work_order_id,
+                        "at": now,
+                        "actor": SCHEDULER_ACTOR,
+                        "from_status": WorkOrderStatus.ACCEPTED.value,
+                        "to_status": WorkOrderStatus.SCHEDULED.value,
+                        "note": (
+                            f"booked with {proposal.technician_id!r} from "
+                            f"{proposal.start_at.isoformat()} to {proposal.end_at.isoformat()}"
+                            + (", after its due time" if proposal.late else "")
+                        ),
+                    }
+                    for order, proposal in booked
+                ],
+            )
+        return [order for order, _ in booked]
+
+    def _waiting(self, connection: Connection) -> builtins.list[WaitingOrder]:
+        rows = connection.execute(
+            select(
+                work_orders.c.id,
+                work_orders.c.due_at,
+                maintenance_plans.c.definition,
+                maintenance_plans.c.created_at.label("plan_created_at"),
+                maintenance_plans.c.updated_at.label("plan_updated_at"),
+                assets.c.id.label("asset_id"),
+                assets.c.type,
+                assets.c.site,
+                assets.c.created_at.label("asset_created_at"),
+            )
+            .join(maintenance_plans, maintenance_plans.c.id == work_orders.c.plan_id)
+            .join(assets, assets.c.id == work_orders.c.asset_id)
+            .outerjoin(bookings, bookings.c.work_order_id == work_orders.c.id)
+            .where(
+                work_orders.c.status == WorkOrderStatus.ACCEPTED.value,
+                work_orders.c.due_at.is_not(None),
+                maintenance_plans.c.enabled.is_(True),
+                bookings.c.work_order_id.is_(None),
+            )
+            .order_by(work_orders.c.due_at, work_orders.c.id)
+            .limit(_WAITING_LIMIT)
+        )
+        plans: dict[str, MaintenancePlan] = {}
+        waiting = []
+        for row in rows:
+            plan_id = row.definition["id"]
+            if plan_id not in plans:
+                plans[plan_id] = MaintenancePlan.model_validate(
+                    {
+                        **row.definition,
+                        "created_at": row.plan_created_at,
+                        "updated_at": row.plan_updated_at,
+                    }
+                )
+            waiting.append(
+                WaitingOrder(
+                    work_order_id=int(row.id),
+                    plan=plans[plan_id],
+                    asset=AssetRef(row.asset_id, row.type, row.site, row.asset_created_at),
+                    due_at=row.due_at,
+                )
+            )
+        return waiting
 
     def record(
         self,
@@ -978,6 +1104,16 @@ class SqlBookingStore:
                     .values(sequence=bookings.c.sequence + 1, **values)
                 )
             self._follow(connection, order, current, proposal, actor=actor, note=note, now=now)
+            # Parts held for the order wait for the new slot, however much later it is.
+            connection.execute(
+                update(part_reservations)
+                .where(
+                    part_reservations.c.work_order_id == work_order_id,
+                    part_reservations.c.status == ReservationStatus.RESERVED.value,
+                    part_reservations.c.expires_at < proposal.end_at + RESERVATION_GRACE,
+                )
+                .values(expires_at=proposal.end_at + RESERVATION_GRACE)
+            )
             row = connection.execute(
                 select(bookings).where(bookings.c.work_order_id == work_order_id)
             ).one()

@@ -300,12 +300,7 @@ def test_a_floating_plan_counts_from_the_last_completion(stores: Stores) -> None
 
 
 def test_a_cancelled_order_cancels_its_booking_and_releases_its_parts(stores: Stores) -> None:
-    seed(stores, pumps=1)
-    stock_up(stores, quantity=1)
-    add_plan(
-        stores,
-        plan("weekly", parts=[{"sku": "filter-1", "location": "main", "quantity": "1"}]),
-    )
+    weekly_filter_change(stores, filters=1)
     report = stores.run()
     assert report.work_orders == 2
     assert report.on_hold == 1  # one filter for two orders: the later one waits
@@ -322,6 +317,16 @@ def test_a_cancelled_order_cancels_its_booking_and_releases_its_parts(stores: St
     assert booking.sequence == 1
     released = stores.inventory.reservations(work_order_id=orders[0].id)
     assert [r.status for r in released] == [ReservationStatus.RELEASED]
+
+
+def weekly_filter_change(stores: Stores, filters: int) -> None:
+    """One pump, a weekly plan that needs one filter, and `filters` of them in store."""
+    seed(stores, pumps=1)
+    stock_up(stores, quantity=filters)
+    add_plan(
+        stores,
+        plan("weekly", parts=[{"sku": "filter-1", "location": "main", "quantity": "1"}]),
+    )
 
 
 def stock_up(stores: Stores, quantity: int) -> None:
@@ -347,7 +352,7 @@ def stock_up(stores: Stores, quantity: int) -> None:
     )
 
 
-def test_nobody_qualified_leaves_the_order_accepted_with_the_reason(stores: Stores) -> None:
+def test_nobody_qualified_leaves_the_order_accepted_until_someone_is(stores: Stores) -> None:
     seed(stores, pumps=1)
     add_plan(stores, plan("welding", required_skills=["welding"]))
     report = stores.run()
@@ -360,6 +365,21 @@ def test_nobody_qualified_leaves_the_order_accepted_with_the_reason(stores: Stor
         assert "not booked" in note
         assert "welding" in note
     assert count(stores.engine, bookings) == 0
+    # A welder joins: the next run books the waiting orders, and only those.
+    stores.technicians.add(technician("carl", sites=["north"], skills=["welding"]))
+    again = stores.run()
+    assert again.rebooked == 2
+    assert again.occurrences == 0
+    for order in stores.work_orders.list():
+        assert order.status is WorkOrderStatus.SCHEDULED
+        assert order.technician_id == "carl"
+        last = stores.work_orders.events(order.id)[-1]
+        assert last.from_status is WorkOrderStatus.ACCEPTED
+        assert last.to_status is WorkOrderStatus.SCHEDULED
+        assert last.actor == "scheduler"
+        assert stores.bookings.get(order.id).end_at <= (order.due_at or T0)
+    assert stores.run().rebooked == 0
+    assert_calendars_sound(stores)
 
 
 def test_holidays_of_the_site_calendar_move_occurrences(stores: Stores) -> None:
@@ -671,3 +691,27 @@ def test_the_plan_command_prints_a_dry_run_and_writes_nothing(tmp_path: Path) ->
         assert count(engine, bookings) == 0
     finally:
         engine.dispose()
+
+
+def test_a_rebooked_order_keeps_its_parts_until_the_new_slot(stores: Stores) -> None:
+    weekly_filter_change(stores, filters=10)
+    stores.run()
+    order = min(stores.work_orders.list(), key=lambda o: o.due_at or T0)
+    (held,) = stores.inventory.reservations(work_order_id=order.id)
+    booking = stores.bookings.get(order.id)
+    assert held.expires_at == booking.end_at + timedelta(days=7)
+    # Moved three weeks later, on a Monday at 10:00 in Berlin (09:00 UTC).
+    later = datetime(2026, 12, 14, 9, tzinfo=UTC)
+    moved = stores.bookings.rebook(
+        order.id, technician_id="anna", start_at=later, actor="planner", note="pump busy"
+    )
+    assert moved.sequence == 1
+    assert moved.late is True  # due 24 Nov
+    (still,) = stores.inventory.reservations(work_order_id=order.id)
+    assert still.status is ReservationStatus.RESERVED
+    assert still.expires_at == moved.end_at + timedelta(days=7)
+    # The same slot again changes nothing: no new sequence, no audit entry.
+    events = len(stores.work_orders.events(order.id))
+    again = stores.bookings.rebook(order.id, technician_id="anna", start_at=later, actor="planner")
+    assert again.sequence == 1
+    assert len(stores.work_orders.events(order.id)) == events
