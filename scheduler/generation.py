@@ -24,8 +24,10 @@ from scheduler.occurrences import PlanProgress, cycle_baseline, due_occurrences
 from scheduler.ports import (
     AssetRef,
     BookingChange,
+    HeldBooking,
     Outcome,
     PlannedOccurrence,
+    Rebooking,
     RecordedOccurrence,
     ScheduleStore,
     WaitingOrder,
@@ -67,6 +69,8 @@ class GenerationReport:
     on_hold: int = 0
     passes: int = 0
     rebooked: int = 0  # orders generated earlier that found a slot in this run
+    moved: int = 0  # bookings that stopped holding and were moved to another slot
+    unbooked_again: int = 0  # bookings that stopped holding with no other slot to be had
     recorded: list[RecordedOccurrence] = field(default_factory=list, repr=False)
 
     def add(self, recorded: Sequence[RecordedOccurrence]) -> None:
@@ -150,6 +154,39 @@ class DiaryPlanner:
         return self.book_request(
             self.request(waiting.plan, waiting.asset.site, waiting.due_at, waiting.work_order_id)
         )
+
+    def revalidate(self, held: HeldBooking) -> Rebooking | None:
+        """Return None if the booking still holds, else move it (or free it) in the diary.
+
+        A slot stops holding when the technician took time off over it, changed hours,
+        lost the skill or its certification, or left the site.
+        """
+        slot = held.slot
+        reason = self.diary.check(
+            slot.technician_id,
+            slot.work_order_id,
+            slot.start_at,
+            slot.end_at,
+            held.site,
+            held.skills,
+        )
+        if reason is None:
+            return None
+        self.diary.release(slot.work_order_id)
+        due_at = held.due_at or slot.end_at
+        request = BookingRequest(
+            work_order_id=slot.work_order_id,
+            site=held.site,
+            duration=slot.end_at - slot.start_at,
+            skills=held.skills,
+            not_before=max(self._now, due_at - held.booking_window),
+            due_at=due_at,
+            search_until=max(due_at, self._now) + LATE_SEARCH,
+        )
+        decision = self.book_request(request)
+        if isinstance(decision, Proposal):
+            return Rebooking(held, reason, decision, None)
+        return Rebooking(held, reason, None, decision)
 
     def book_request(self, request: BookingRequest) -> Proposal | str:
         """Book the earliest feasible slot for `request`, or return why there is none."""
@@ -261,7 +298,11 @@ class PlanGenerator:
         """Record, open, book and reserve everything due within the plans' lead times."""
         report = GenerationReport()
         planner = self._planner(now)
-        # Orders that found nobody before come first: they have waited longest.
+        # Bookings that stopped holding first (their technician took time off, say), then
+        # orders that found nobody before: both have waited longest.
+        broken = self._store.rebook_broken(planner, now=now)
+        report.moved = sum(item.proposal is not None for item in broken)
+        report.unbooked_again = len(broken) - report.moved
         report.rebooked = len(self._store.book_waiting(planner, now=now))
         while report.passes < MAX_PASSES:
             report.passes += 1
@@ -280,6 +321,13 @@ class PlanGenerator:
             )
             if not walked:
                 break
+        if broken:
+            log.warning(
+                "plans: %d bookings no longer held: %d moved, %d waiting for a slot",
+                len(broken),
+                report.moved,
+                report.unbooked_again,
+            )
         if report.rebooked:
             log.info("plans: %d waiting orders booked", report.rebooked)
         if report.occurrences:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Protocol
 
@@ -75,6 +75,28 @@ class WaitingOrder:
     plan: MaintenancePlan
     asset: AssetRef
     due_at: datetime
+    freed: bool = False  # it had a booking that stopped holding, kept as cancelled
+
+
+@dataclass(frozen=True)
+class HeldBooking:
+    """An active booking of an order not started yet, with what its slot must satisfy."""
+
+    slot: BookedSlot
+    site: str
+    skills: tuple[str, ...]
+    due_at: datetime | None
+    booking_window: timedelta
+
+
+@dataclass(frozen=True)
+class Rebooking:
+    """What became of a booking that no longer held: its new slot, or none to be had."""
+
+    held: HeldBooking
+    reason: str  # why the old slot no longer holds
+    proposal: Proposal | None
+    unbooked_reason: str | None
 
 
 class ChunkPlanner(Protocol):
@@ -93,6 +115,10 @@ class ChunkPlanner(Protocol):
 
     def book_waiting(self, waiting: WaitingOrder) -> Proposal | str:
         """Book a slot for an order generated earlier, or return why there is none yet."""
+        ...
+
+    def revalidate(self, held: HeldBooking) -> Rebooking | None:
+        """Return None if the booking still holds, else move it (or free it) in the diary."""
         ...
 
 
@@ -125,6 +151,10 @@ class ScheduleStore(Protocol):
 
     def book_waiting(self, planner: ChunkPlanner, *, now: datetime) -> list[WaitingOrder]:
         """Book generated orders that are still waiting for a slot; return those booked."""
+        ...
+
+    def rebook_broken(self, planner: ChunkPlanner, *, now: datetime) -> list[Rebooking]:
+        """Move the future bookings that no longer hold (time off, hours, skills, site)."""
         ...
 
     def record(

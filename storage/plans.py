@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from pydantic import TypeAdapter
 from sqlalchemy import (
     Connection,
     Engine,
@@ -21,6 +22,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    or_,
     select,
     text,
     tuple_,
@@ -43,8 +45,10 @@ from scheduler.ports import (
     BookingRefusedError,
     CalendarEntry,
     ChunkPlanner,
+    HeldBooking,
     Outcome,
     PlannedOccurrence,
+    Rebooking,
     RecordedOccurrence,
     WaitingOrder,
 )
@@ -437,24 +441,43 @@ class SqlScheduleStore:
             if not booked:
                 return []
             revision = next_revision(connection)
-            connection.execute(
-                insert(bookings),
-                [
-                    {
-                        "work_order_id": order.work_order_id,
-                        "technician_id": proposal.technician_id,
-                        "start_at": proposal.start_at,
-                        "end_at": proposal.end_at,
-                        "late": proposal.late,
-                        "status": BOOKED,
-                        "sequence": 0,
-                        "revision": revision,
-                        "created_at": now,
-                        "updated_at": now,
-                    }
-                    for order, proposal in booked
-                ],
-            )
+            fresh = [(order, proposal) for order, proposal in booked if not order.freed]
+            if fresh:
+                connection.execute(
+                    insert(bookings),
+                    [
+                        {
+                            "work_order_id": order.work_order_id,
+                            "technician_id": proposal.technician_id,
+                            "start_at": proposal.start_at,
+                            "end_at": proposal.end_at,
+                            "late": proposal.late,
+                            "status": BOOKED,
+                            "sequence": 0,
+                            "revision": revision,
+                            "created_at": now,
+                            "updated_at": now,
+                        }
+                        for order, proposal in fresh
+                    ],
+                )
+            # A freed booking is the same calendar event booked again: a higher sequence.
+            for order, proposal in booked:
+                if order.freed:
+                    connection.execute(
+                        update(bookings)
+                        .where(bookings.c.work_order_id == order.work_order_id)
+                        .values(
+                            technician_id=proposal.technician_id,
+                            start_at=proposal.start_at,
+                            end_at=proposal.end_at,
+                            late=proposal.late,
+                            status=BOOKED,
+                            sequence=bookings.c.sequence + 1,
+                            revision=revision,
+                            updated_at=now,
+                        )
+                    )
             planner.revision = revision
             for order, proposal in booked:
                 connection.execute(
@@ -490,6 +513,150 @@ class SqlScheduleStore:
             )
         return [order for order, _ in booked]
 
+    def rebook_broken(self, planner: ChunkPlanner, *, now: datetime) -> builtins.list[Rebooking]:
+        """Move the future bookings that no longer hold; free those with nowhere to go.
+
+        A booking stops holding when its technician took time off over it, changed hours,
+        lost the skill or its certification, or left the site. Moved: a new slot, the
+        sequence bumped (calendar feeds show the move), audited. Nowhere to go: the booking
+        is cancelled and the order goes back to `accepted`, unassigned, audited with the
+        reason, to be booked by a later run (`book_waiting`) or by a planner.
+        """
+        with self._engine.begin() as connection:
+            lock_bookings(connection)
+            changed = _changed_after(connection, planner.revision)
+            planner.sync([BookingChange(slot=slot, active=active) for slot, active, _ in changed])
+            planner.revision = max([planner.revision, *(revision for _, _, revision in changed)])
+            outcomes = [
+                outcome
+                for held in self._held(connection, now)
+                if (outcome := planner.revalidate(held)) is not None
+            ]
+            if not outcomes:
+                return []
+            revision = next_revision(connection)
+            for outcome in outcomes:
+                self._apply_rebooking(connection, outcome, revision, now)
+            planner.revision = revision
+        return outcomes
+
+    def _held(self, connection: Connection, now: datetime) -> builtins.list[HeldBooking]:
+        rows = connection.execute(
+            select(
+                bookings.c.work_order_id,
+                bookings.c.technician_id,
+                bookings.c.start_at,
+                bookings.c.end_at,
+                work_orders.c.due_at,
+                work_orders.c.resolution_due_at,
+                assets.c.site,
+                maintenance_plans.c.definition,
+            )
+            .join(work_orders, work_orders.c.id == bookings.c.work_order_id)
+            .join(assets, assets.c.id == work_orders.c.asset_id)
+            .outerjoin(maintenance_plans, maintenance_plans.c.id == work_orders.c.plan_id)
+            .where(
+                bookings.c.status == BOOKED,
+                bookings.c.start_at > now,
+                work_orders.c.status.in_([status.value for status in _REBOOKABLE]),
+            )
+            .order_by(bookings.c.start_at, bookings.c.work_order_id)
+        )
+        held = []
+        for row in rows:
+            definition = row.definition or {}
+            held.append(
+                HeldBooking(
+                    slot=BookedSlot(
+                        work_order_id=int(row.work_order_id),
+                        technician_id=row.technician_id,
+                        start_at=row.start_at,
+                        end_at=row.end_at,
+                    ),
+                    site=row.site,
+                    skills=tuple(definition.get("required_skills", ())),
+                    due_at=row.due_at or row.resolution_due_at,
+                    booking_window=_window(definition),
+                )
+            )
+        return held
+
+    @staticmethod
+    def _apply_rebooking(
+        connection: Connection, outcome: Rebooking, revision: int, now: datetime
+    ) -> None:
+        slot, proposal = outcome.held.slot, outcome.proposal
+        order_id = slot.work_order_id
+        was = f"booked with {slot.technician_id!r} from {slot.start_at.isoformat()}"
+        if proposal is not None:
+            connection.execute(
+                update(bookings)
+                .where(bookings.c.work_order_id == order_id)
+                .values(
+                    technician_id=proposal.technician_id,
+                    start_at=proposal.start_at,
+                    end_at=proposal.end_at,
+                    late=proposal.late,
+                    sequence=bookings.c.sequence + 1,
+                    revision=revision,
+                    updated_at=now,
+                )
+            )
+            values: dict[str, Any] = {"updated_at": now}
+            if proposal.technician_id != slot.technician_id:
+                values.update(technician_id=proposal.technician_id, assigned_at=now)
+            connection.execute(
+                update(work_orders).where(work_orders.c.id == order_id).values(values)
+            )
+            status = connection.execute(
+                select(work_orders.c.status).where(work_orders.c.id == order_id)
+            ).scalar_one()
+            late = ", after its due time" if proposal.late else ""
+            note = (
+                f"{was} no longer held ({outcome.reason}); moved to {proposal.technician_id!r} "
+                f"from {proposal.start_at.isoformat()}{late}"
+            )
+            from_status = to_status = status
+        else:
+            connection.execute(
+                update(bookings)
+                .where(bookings.c.work_order_id == order_id)
+                .values(
+                    status=CANCELLED,
+                    sequence=bookings.c.sequence + 1,
+                    revision=revision,
+                    updated_at=now,
+                )
+            )
+            from_status = connection.execute(
+                select(work_orders.c.status).where(work_orders.c.id == order_id)
+            ).scalar_one()
+            # A scheduled order whose slot is gone is back to accepted: the scheduler's own
+            # move, audited, so that book_waiting (or a planner) books it again.
+            to_status = (
+                WorkOrderStatus.ACCEPTED.value
+                if from_status == WorkOrderStatus.SCHEDULED.value
+                else from_status
+            )
+            connection.execute(
+                update(work_orders)
+                .where(work_orders.c.id == order_id)
+                .values(status=to_status, technician_id=None, assigned_at=None, updated_at=now)
+            )
+            note = (
+                f"{was} no longer held ({outcome.reason}); no other slot: {outcome.unbooked_reason}"
+            )
+        connection.execute(
+            insert(work_order_events).values(
+                work_order_id=order_id,
+                at=now,
+                actor=SCHEDULER_ACTOR,
+                from_status=from_status,
+                to_status=to_status,
+                note=note,
+            )
+        )
+
     def _waiting(self, connection: Connection) -> builtins.list[WaitingOrder]:
         rows = connection.execute(
             select(
@@ -498,6 +665,7 @@ class SqlScheduleStore:
                 maintenance_plans.c.definition,
                 maintenance_plans.c.created_at.label("plan_created_at"),
                 maintenance_plans.c.updated_at.label("plan_updated_at"),
+                bookings.c.work_order_id.label("booking_row"),
                 assets.c.id.label("asset_id"),
                 assets.c.type,
                 assets.c.site,
@@ -510,7 +678,8 @@ class SqlScheduleStore:
                 work_orders.c.status == WorkOrderStatus.ACCEPTED.value,
                 work_orders.c.due_at.is_not(None),
                 maintenance_plans.c.enabled.is_(True),
-                bookings.c.work_order_id.is_(None),
+                # Never booked, or its booking was freed (`rebook_broken`).
+                or_(bookings.c.work_order_id.is_(None), bookings.c.status == CANCELLED),
             )
             .order_by(work_orders.c.due_at, work_orders.c.id)
             .limit(_WAITING_LIMIT)
@@ -533,6 +702,7 @@ class SqlScheduleStore:
                     plan=plans[plan_id],
                     asset=AssetRef(row.asset_id, row.type, row.site, row.asset_created_at),
                     due_at=row.due_at,
+                    freed=row.booking_row is not None,
                 )
             )
         return waiting
@@ -815,6 +985,12 @@ class SqlScheduleStore:
 
 
 _KEY_BATCH = 500
+
+
+def _window(definition: Mapping[str, Any]) -> timedelta:
+    """Return a stored plan's booking window; an order of no plan may move from now on."""
+    window = definition.get("booking_window")
+    return TypeAdapter(timedelta).validate_python(window) if window else timedelta(0)
 
 
 def _batches(keys: builtins.list[Any]) -> Iterator[builtins.list[Any]]:

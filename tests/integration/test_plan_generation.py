@@ -27,7 +27,7 @@ from core.assets import Asset
 from core.clock import FrozenClock
 from core.inventory import MovementKind, NewLocation, NewMovement, NewPart, ReservationStatus
 from core.settings import Settings
-from core.technicians import NewTechnician, within_shifts
+from core.technicians import NewTechnician, NewTimeOff, within_shifts
 from core.telemetry import Reading
 from core.workorders import Action, Completion, TransitionDetails, WorkOrderStatus
 from pmkeeper.container import Container, build_scheduler_role
@@ -715,3 +715,64 @@ def test_a_rebooked_order_keeps_its_parts_until_the_new_slot(stores: Stores) -> 
     again = stores.bookings.rebook(order.id, technician_id="anna", start_at=later, actor="planner")
     assert again.sequence == 1
     assert len(stores.work_orders.events(order.id)) == events
+
+
+def test_time_off_over_a_booking_moves_it_and_the_calendar_sees_the_move(
+    stores: Stores,
+) -> None:
+    seed(stores, pumps=1)
+    add_plan(stores, plan("weekly"))
+    stores.run()
+    first = min(stores.work_orders.list(), key=lambda o: o.due_at or T0)
+    booking = stores.bookings.get(first.id)
+    away = booking.technician_id
+    stores.technicians.add_time_off(
+        away,
+        NewTimeOff(start_at=booking.start_at - timedelta(hours=1), end_at=booking.end_at),
+        actor="planner",
+    )
+    report = stores.run()
+    assert (report.moved, report.unbooked_again) == (1, 0)
+    moved = stores.bookings.get(first.id)
+    assert moved.sequence == 1
+    assert moved.status == "booked"
+    assert moved.technician_id != away
+    assert stores.work_orders.get(first.id).technician_id == moved.technician_id
+    note = stores.work_orders.events(first.id)[-1].note or ""
+    assert "no longer held" in note
+    assert f"technician {away!r} is off" in note
+    assert stores.run().moved == 0  # the new slot holds
+    assert_calendars_sound(stores)
+
+
+def test_a_booking_with_nowhere_to_go_is_freed_and_booked_again_later(stores: Stores) -> None:
+    seed(stores, pumps=1)
+    stores.technicians.add(technician("solo", sites=["north"], skills=["welding"]))
+    add_plan(stores, plan("welding", required_skills=["welding"]))
+    stores.run()
+    order = min(stores.work_orders.list(), key=lambda o: o.due_at or T0)
+    assert order.technician_id == "solo"
+    # Away for the next 100 days: nobody else welds.
+    leave = stores.technicians.add_time_off(
+        "solo", NewTimeOff(start_at=T0, end_at=T0 + timedelta(days=100)), actor="planner"
+    )
+    report = stores.run()
+    assert report.unbooked_again == 2
+    freed = stores.work_orders.get(order.id)
+    assert freed.status is WorkOrderStatus.ACCEPTED
+    assert freed.technician_id is None
+    assert stores.bookings.get(order.id).status == "cancelled"
+    last = stores.work_orders.events(order.id)[-1]
+    assert (last.from_status, last.to_status) == (
+        WorkOrderStatus.SCHEDULED,
+        WorkOrderStatus.ACCEPTED,
+    )
+    assert "no other slot" in (last.note or "")
+    # Back after all: the next run books it again, the feed sees a higher sequence.
+    stores.technicians.remove_time_off("solo", leave.id)
+    again = stores.run()
+    assert again.rebooked == 2
+    rebooked = stores.bookings.get(order.id)
+    assert rebooked.status == "booked"
+    assert rebooked.sequence == 2
+    assert stores.work_orders.get(order.id).status is WorkOrderStatus.SCHEDULED
