@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 from decimal import Decimal
-from typing import Any, Self
+from typing import Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
+from api.bodies import StorableBody
 from api.inventory_schemas import UtcInput
 from api.schemas import MAX_NOTE, UtcTime
 from core.assets import ASSET_ID_PATTERN
@@ -33,30 +34,6 @@ from scheduler.model import (
 from scheduler.ports import BookingRecord, CalendarEntry
 
 
-def _find_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_find_nul(key) or _find_nul(item) for key, item in value.items())
-    if isinstance(value, list | tuple):
-        return any(_find_nul(item) for item in value)
-    return False
-
-
-class _Body(BaseModel):
-    """A request body: unknown fields refused, and no text anywhere in it with a NUL."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _storable(cls, data: Any) -> Any:
-        # PostgreSQL text and JSON cannot hold NUL: refused here it is a 422, not a 500.
-        if _find_nul(data):
-            raise ValueError("text cannot contain NUL characters")
-        return data
-
-
 def _id_mismatch(field: str, sent: str, path: str) -> ValidationError:
     message = f"{field} {sent!r} in the body does not match {path!r} in the path: leave it out"
     return ValidationError(
@@ -67,7 +44,7 @@ def _id_mismatch(field: str, sent: str, path: str) -> ValidationError:
 # --- maintenance plans ----------------------------------------------------------------
 
 
-class PlanCreate(_Body, NewMaintenancePlan):
+class PlanCreate(StorableBody, NewMaintenancePlan):
     """A new maintenance plan: scope, triggers and the job it creates (docs/calendar.md)."""
 
     def to_new_plan(self) -> NewMaintenancePlan:
@@ -166,7 +143,7 @@ class PlanListRead(BaseModel):
 # --- site calendars -------------------------------------------------------------------
 
 
-class SiteCalendarUpdate(_Body, SiteCalendar):
+class SiteCalendarUpdate(StorableBody, SiteCalendar):
     """A site's zone, holidays and seasons, replacing what is stored; the site is the path's."""
 
     site: str | None = Field(  # type: ignore[assignment]  # optional here: the path names it
@@ -200,7 +177,7 @@ class SiteCalendarRead(BaseModel):
 # --- bookings -------------------------------------------------------------------------
 
 
-class BookingUpdate(_Body):
+class BookingUpdate(StorableBody):
     """Where to move a work order's booking; both left out: the earliest feasible slot."""
 
     technician_id: str | None = Field(

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field
 
+from api.bodies import StorableBody
 from api.schemas import MAX_NOTE, UtcTime
 from core.technicians import (
     SKILL_QUERY_PATTERN,
@@ -19,39 +20,14 @@ from core.technicians import (
     TimeOff,
 )
 
-
-def _find_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_find_nul(key) or _find_nul(item) for key, item in value.items())
-    if isinstance(value, list | tuple):
-        return any(_find_nul(item) for item in value)
-    return False
-
-
-class _Body(BaseModel):
-    """A request body: unknown fields refused, and no text anywhere in it with a NUL."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _storable(cls, data: Any) -> Any:
-        # PostgreSQL text cannot hold NUL: refused here it is a 422, not a driver error (500).
-        if _find_nul(data):
-            raise ValueError("text cannot contain NUL characters")
-        return data
-
-
 TechnicianIdField = Annotated[str, Field(pattern=TECHNICIAN_ID_PATTERN, examples=["anna-berg"])]
 
 
-class TechnicianCreate(_Body, NewTechnician):
+class TechnicianCreate(StorableBody, NewTechnician):
     """A new technician: sites, the IANA zone of their hours, skills and weekly shifts."""
 
 
-class TechnicianUpdate(_Body, TechnicianProfile):
+class TechnicianUpdate(StorableBody, TechnicianProfile):
     """The whole technician, replacing what is stored (time off is kept: it has its own
     endpoints). The id is the one in the path."""
 
@@ -88,7 +64,7 @@ class TechnicianListRead(BaseModel):
     next_cursor: str | None
 
 
-class TimeOffCreate(_Body, NewTimeOff):
+class TimeOffCreate(StorableBody, NewTimeOff):
     """An absence: the technician cannot be booked in [start_at, end_at)."""
 
 
@@ -145,7 +121,7 @@ class AvailabilityRead(BaseModel):
     available: bool = Field(description="on_shift, not off, and certified if a skill was asked")
 
 
-class AssignmentCreate(_Body):
+class AssignmentCreate(StorableBody):
     """Who is to do a work order, and the skill the job needs (checked if given)."""
 
     technician_id: TechnicianIdField

@@ -17,14 +17,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from core.priority import Priority
+from core.wallclock import local_to_utc
 
 # Search this far ahead for enough service time: beyond it the hours are as good as closed.
 SEARCH_LIMIT_DAYS = 3653  # ten years
 
 _MIDNIGHT = time(0)
 _DAY = timedelta(days=1)
-_SECOND = timedelta(seconds=1)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class Weekday(StrEnum):
@@ -465,25 +464,4 @@ def _since_midnight(at: time) -> timedelta:
 
 def _local_to_utc(day: date, at: time, zone: ZoneInfo) -> datetime:
     """Map local `day` at `at` to UTC: first occurrence if ambiguous, end of the jump if skipped."""
-    local = datetime.combine(day, at, tzinfo=zone)  # fold=0: the first occurrence
-    instant = local.astimezone(UTC)
-    if instant.astimezone(zone).replace(tzinfo=None) == local.replace(tzinfo=None):
-        return instant
-    # A nonexistent time: its two readings (old and new offset) bracket the transition.
-    other = local.replace(fold=1).astimezone(UTC)
-    return _transition_between(min(instant, other), max(instant, other), zone)
-
-
-def _transition_between(before: datetime, after: datetime, zone: ZoneInfo) -> datetime:
-    """Return the first instant in (`before`, `after`] on the offset in force at `after`."""
-    # tzdata transitions fall on whole seconds, so bisect over whole seconds since the epoch.
-    low = (before - _EPOCH) // _SECOND
-    high = -((_EPOCH - after) // _SECOND)
-    old_offset = (_EPOCH + low * _SECOND).astimezone(zone).utcoffset()
-    while high - low > 1:
-        middle = (low + high) // 2
-        if (_EPOCH + middle * _SECOND).astimezone(zone).utcoffset() == old_offset:
-            low = middle
-        else:
-            high = middle
-    return _EPOCH + high * _SECOND
+    return local_to_utc(datetime.combine(day, at), zone)

@@ -30,6 +30,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from core.assets import ASSET_ID_PATTERN
 from core.errors import ConflictError, ValidationError
+from core.wallclock import local_to_utc
 from core.workorders import WorkOrder, WorkOrderStatus
 
 # Like asset ids: safe in URLs and file names.
@@ -48,10 +49,8 @@ FINISHED_STATUSES = frozenset({WorkOrderStatus.CLOSED, WorkOrderStatus.CANCELLED
 _HHMM = r"^(?:[01][0-9]|2[0-3]):[0-5][0-9]$"
 _HHMM_OR_24 = r"^(?:(?:[01][0-9]|2[0-3]):[0-5][0-9]|24:00)$"
 _DAY = timedelta(days=1)
-_SECOND = timedelta(seconds=1)
 _TICK = timedelta(microseconds=1)
 _MIDNIGHT = time(0)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Instants this close to datetime's limits cannot be moved to every zone and back.
 _EARLIEST = datetime(1, 1, 4, tzinfo=UTC)
 _LATEST = datetime(9999, 12, 28, tzinfo=UTC)
@@ -422,36 +421,14 @@ def check_not_finished(order: WorkOrder) -> None:
         )
 
 
-def _transition_between(before: datetime, after: datetime, zone: ZoneInfo) -> datetime:
-    """Return the first whole second in (`before`, `after`] on the offset in force at `after`."""
-    low = (before - _EPOCH) // _SECOND
-    high = -((_EPOCH - after) // _SECOND)
-    old_offset = (_EPOCH + low * _SECOND).astimezone(zone).utcoffset()
-    while high - low > 1:
-        middle = (low + high) // 2
-        if (_EPOCH + middle * _SECOND).astimezone(zone).utcoffset() == old_offset:
-            low = middle
-        else:
-            high = middle
-    return _EPOCH + high * _SECOND
-
-
 def _wall_to_utc(day: date, minute: int, zone: ZoneInfo) -> datetime:
     """Return the instant the local clock of `zone` first shows `minute` into `day`.
 
     Minute 1440 is midnight at the end of `day`. A time skipped by a DST jump maps to the
     first instant after the jump.
     """
-    # Aware arithmetic in one zone is wall-clock arithmetic: this is the local reading.
-    naive = (datetime.combine(day, _MIDNIGHT, tzinfo=zone) + timedelta(minutes=minute)).replace(
-        tzinfo=None
-    )
-    local = naive.replace(tzinfo=zone)  # fold=0: the first occurrence
-    instant = local.astimezone(UTC)
-    if instant.astimezone(zone).replace(tzinfo=None) == naive:
-        return instant
-    other = local.replace(fold=1).astimezone(UTC)
-    return _transition_between(min(instant, other), max(instant, other), zone)
+    # Naive arithmetic is wall-clock arithmetic: this is the local reading.
+    return local_to_utc(datetime.combine(day, _MIDNIGHT) + timedelta(minutes=minute), zone)
 
 
 def shifts_on(technician: TechnicianProfile, day: date) -> list[tuple[datetime, datetime]]:

@@ -29,6 +29,7 @@ from zoneinfo import ZoneInfo
 
 from dateutil.rrule import rrule
 
+from core.wallclock import local_to_utc
 from scheduler.meters import MeterReading, meter_due_at
 from scheduler.model import (
     CalendarTrigger,
@@ -45,8 +46,6 @@ from scheduler.model import (
 MAX_OCCURRENCES = 1000
 _TICK = timedelta(microseconds=1)
 _SECOND = timedelta(seconds=1)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_UTC_KEYS = frozenset({"UTC", "Etc/UTC", "Etc/UCT", "Etc/Universal", "Etc/Zulu", "UCT", "Zulu"})
 # Cached series grow by at most this many due instants at a time.
 _WALK_CHUNK = 256
 # RRULE points are computed this many at a time and kept for every later caller.
@@ -76,37 +75,6 @@ class Occurrence:
 
 
 # --- local wall time --------------------------------------------------------------------
-
-
-def _jump_between(before: datetime, after: datetime, zone: ZoneInfo) -> datetime:
-    """Return the first whole second in (`before`, `after`] on the offset in force at `after`."""
-    low = (before - _EPOCH) // _SECOND
-    high = -((_EPOCH - after) // _SECOND)
-    old_offset = (_EPOCH + low * _SECOND).astimezone(zone).utcoffset()
-    while high - low > 1:
-        middle = (low + high) // 2
-        if (_EPOCH + middle * _SECOND).astimezone(zone).utcoffset() == old_offset:
-            low = middle
-        else:
-            high = middle
-    return _EPOCH + high * _SECOND
-
-
-def local_to_utc(local: datetime, zone: ZoneInfo) -> datetime:
-    """Return the first instant the clocks of `zone` show naive wall time `local`.
-
-    A time skipped when clocks go forward maps to the first instant after the jump (02:30 on
-    the spring-forward day in Berlin is 03:00 CEST); a time shown twice when they go back
-    maps to its first occurrence.
-    """
-    if zone.key in _UTC_KEYS:
-        return local.replace(tzinfo=UTC)
-    aware = local.replace(tzinfo=zone)  # fold=0: the first occurrence
-    instant = aware.astimezone(UTC)
-    if instant.astimezone(zone).replace(tzinfo=None) == local:
-        return instant
-    other = aware.replace(fold=1).astimezone(UTC)
-    return _jump_between(min(instant, other), max(instant, other), zone)
 
 
 def _local(instant: datetime, zone: ZoneInfo) -> datetime:

@@ -430,9 +430,7 @@ class SqlScheduleStore:
             waiting = self._waiting(connection)
             if not waiting:
                 return []
-            changed = _changed_after(connection, planner.revision)
-            planner.sync([BookingChange(slot=slot, active=active) for slot, active, _ in changed])
-            planner.revision = max([planner.revision, *(revision for _, _, revision in changed)])
+            _catch_up(connection, planner)
             booked = [
                 (order, decision)
                 for order in waiting
@@ -524,9 +522,7 @@ class SqlScheduleStore:
         """
         with self._engine.begin() as connection:
             lock_bookings(connection)
-            changed = _changed_after(connection, planner.revision)
-            planner.sync([BookingChange(slot=slot, active=active) for slot, active, _ in changed])
-            planner.revision = max([planner.revision, *(revision for _, _, revision in changed)])
+            _catch_up(connection, planner)
             outcomes = [
                 outcome
                 for held in self._held(connection, now)
@@ -720,9 +716,7 @@ class SqlScheduleStore:
         with self._engine.begin() as connection:
             # First: two generators, or a generator and a planner's rebook, take turns.
             lock_bookings(connection)
-            changed = _changed_after(connection, planner.revision)
-            planner.sync([BookingChange(slot=slot, active=active) for slot, active, _ in changed])
-            planner.revision = max([planner.revision, *(revision for _, _, revision in changed)])
+            _catch_up(connection, planner)
             new = self._unrecorded(connection, chunk)
             generated = [planned for planned in new if planned.outcome is Outcome.GENERATED]
             order_ids = _new_order_ids(connection, len(generated))
@@ -1036,6 +1030,13 @@ def _slots(connection: Connection, *where: Any) -> builtins.list[BookedSlot]:
         )
         for row in rows
     ]
+
+
+def _catch_up(connection: Connection, planner: ChunkPlanner) -> None:
+    """Sync the planner's diary with the bookings others wrote since it last looked."""
+    changed = _changed_after(connection, planner.revision)
+    planner.sync([BookingChange(slot=slot, active=active) for slot, active, _ in changed])
+    planner.revision = max([planner.revision, *(revision for _, _, revision in changed)])
 
 
 def _changed_after(

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from core.wallclock import local_to_utc
 from scheduler.meters import MeterReading, meter_since
 from scheduler.model import MaintenancePlan, MeterTrigger, Season, SiteCalendar
 from scheduler.occurrences import (
@@ -22,7 +23,6 @@ from scheduler.occurrences import (
     cycle_baseline,
     cycle_key,
     due_occurrences,
-    local_to_utc,
 )
 
 CREATED = datetime(2026, 1, 1, tzinfo=UTC)
