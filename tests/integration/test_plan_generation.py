@@ -309,6 +309,13 @@ def test_a_cancelled_order_cancels_its_booking_and_releases_its_parts(stores: St
     assert orders[1].status is WorkOrderStatus.ON_HOLD
     assert orders[1].held_from is WorkOrderStatus.SCHEDULED
     assert count(stores.engine, stock_out_events) == 1
+    # Nothing left at any location, at or under the reorder point of 1: reorder 10 + 1.
+    (signal,) = stores.inventory.reorder_signals()
+    assert (signal.sku, signal.available, signal.suggested_quantity) == (
+        "filter-1",
+        Decimal(0),
+        Decimal(11),
+    )
     held = stores.inventory.reservations(work_order_id=orders[0].id)
     assert [r.status for r in held] == [ReservationStatus.RESERVED]
     act(stores.work_orders, orders[0].id, Action.CANCEL, "planner", T0, note="asset sold")
